@@ -1,0 +1,41 @@
+"""Exceptions raised by the engine.
+
+The Airflow layer maps :class:`PermanentError` subclasses to ``AirflowFailException``
+(no retry can fix them) and lets everything else go through task retries.
+"""
+
+
+class BackfillError(Exception):
+    """Base class of every error the engine raises on purpose."""
+
+
+class PermanentError(BackfillError):
+    """An error that a retry cannot fix (bad input, unsafe schema, lost lock)."""
+
+
+class ConfigError(PermanentError, ValueError):
+    """The run configuration (Params/conf) is invalid. Nothing was changed."""
+
+
+class UnsafeIdentifierError(ConfigError):
+    """An identifier is not a plain ASCII SQL name (quotes, semicolons, look-alikes)."""
+
+
+class PreflightError(PermanentError):
+    """A pre-flight check failed. Nothing was changed."""
+
+
+class ConcurrentRunError(PermanentError):
+    """Another run holds the backfill lock on the same target table."""
+
+
+class CheckpointConflictError(PermanentError):
+    """The checkpoint moved under us: another worker is copying the same partition."""
+
+
+class RunStoppedError(PermanentError):
+    """The run was stopped (rollback or takeover) while a partition was copying."""
+
+
+class ThrottleTimeoutError(BackfillError):
+    """Throttled for longer than allowed (replica lag never came back under the limit)."""

@@ -1,0 +1,285 @@
+"""Pre-flight: read-only checks before anything is written.
+
+Every check reads; none writes. Only when all fatal checks pass does
+:func:`run_preflight` create the control tables and take the run lock (the first
+write of a run), so a run refused here leaves the database exactly as it was.
+
+Checks (fatal unless marked *warn*):
+
+- the source (and in copy mode the target) table exists, and every named column;
+- the key is an integer column with a unique single-column index on the source
+  (and on the target in copy mode, which ``ON CONFLICT``/``ON DUPLICATE KEY`` needs);
+- the target columns are nullable (fatal in fill mode, which finds unfilled rows by
+  ``IS NULL``; *warn* in copy mode);
+- ``EXPLAIN`` of the real batch statement reads the source through the key index
+  (an index range scan, never a full table scan); this also proves the column
+  expressions parse;
+- health: every replica reachable with lag under the gate, and the server not
+  overloaded (active sessions / ``Threads_running`` under ``MAX_THREADS_RUNNING``);
+- settings (*warn*): the server's lock wait settings, per the seed (MySQL
+  ``innodb_lock_wait_timeout`` >= 30 s so application transactions outwait a batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from .checkpoint import CheckpointStore
+from .chunker import plan_partitions
+from .config import RunConfig
+from .copier import lock_key
+from .db import Database
+from .errors import PreflightError
+from .lag import LagProbe, max_lag
+
+log = logging.getLogger(__name__)
+
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint", "int", "tinyint", "mediumint"})
+#: gh-ost's default --max-load: Threads_running=25. Also used for active PostgreSQL backends.
+MAX_THREADS_RUNNING = 25
+#: The seed: "innodb_lock_wait_timeout > 30s" for the application's sessions.
+MIN_SERVER_LOCK_WAIT_SECONDS = 30
+#: Plan node types that read through an index (PostgreSQL EXPLAIN JSON).
+PG_INDEX_SCANS = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fatal: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Plan:
+    """The outcome of pre-flight: what the backfill will do.
+
+    ``partitions`` are dicts (:meth:`~.chunker.Partition.to_dict`) ready for Airflow's
+    dynamic task mapping; the rest goes into the run report.
+    """
+
+    engine: str
+    key_index: str
+    min_key: int | None
+    max_key: int | None
+    rows_estimate: int
+    partitions: list[dict[str, Any]]
+    checks: list[Check] = field(default_factory=list)
+    explain: Any = None
+    target_rows_before: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["checks"] = [c.to_dict() for c in self.checks]
+        return d
+
+
+class _Checks:
+    def __init__(self) -> None:
+        self.items: list[Check] = []
+
+    def add(self, name: str, ok: bool, detail: str, fatal: bool = True) -> bool:
+        self.items.append(Check(name, ok, detail, fatal))
+        (log.info if ok else log.warning if not fatal else log.error)(
+            "pre-flight %-18s %s  %s", name, "ok" if ok else ("WARN" if not fatal else "FAIL"), detail
+        )
+        return ok
+
+    def raise_if_failed(self) -> None:
+        failed = [c for c in self.items if c.fatal and not c.ok]
+        if failed:
+            raise PreflightError("pre-flight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed))
+
+
+def _columns(db: Database, conn: Any, table: str) -> dict[str, tuple[str, bool]]:
+    rows = db.query(conn, db.dialect.columns_sql(), (db.schema, table))
+    return {r[0]: (str(r[1]).lower(), bool(r[2])) for r in rows}
+
+
+def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) -> Plan:
+    """Run every read-only check and plan the partitions.
+
+    :returns: the :class:`Plan` (with every check's outcome).
+    :raises PreflightError: one or more fatal checks failed (all are listed in the message).
+    """
+    d, c = db.dialect, config
+    checks = _Checks()
+    where = f"{c.schema}." if c.schema else ""
+
+    src_cols = _columns(db, conn, c.source_table)
+    if not checks.add("source_table", bool(src_cols), f"{where}{c.source_table} {'exists' if src_cols else 'not found'}"):
+        checks.raise_if_failed()
+    if c.mode == "copy":
+        tgt_cols = _columns(db, conn, c.target_table)
+        if not checks.add("target_table", bool(tgt_cols), f"{where}{c.target_table} {'exists' if tgt_cols else 'not found'}"):
+            checks.raise_if_failed()
+    else:
+        tgt_cols = src_cols
+
+    key_type = src_cols.get(c.key, ("", False))[0]
+    if not checks.add("key", c.key in src_cols, f"key column {c.key!r} {'found' if c.key in src_cols else 'not found'} in source"):
+        checks.raise_if_failed()
+    checks.add(
+        "key_type",
+        key_type in INTEGER_TYPES,
+        f"key {c.key!r} is {key_type}"
+        + ("" if key_type in INTEGER_TYPES else ": only integer keys are supported (composite and non-integer keys are not yet)"),
+    )
+    if c.mode == "copy":
+        checks.add("target_key", c.key in tgt_cols, f"key column {c.key!r} {'found' if c.key in tgt_cols else 'not found'} in target")
+    missing = [col for col in c.columns if col not in tgt_cols]
+    checks.add("target_columns", not missing, f"missing in target: {missing}" if missing else f"{len(c.columns)} target column(s) found")
+    not_nullable = [col for col in c.columns if col in tgt_cols and not tgt_cols[col][1]]
+    checks.add(
+        "target_nullable",
+        not not_nullable,
+        f"NOT NULL target column(s): {not_nullable}" if not_nullable else "target column(s) nullable",
+        fatal=c.mode == "fill",
+    )
+    if c.dual_write == "check":
+        uc = c.dual_write_updated_column
+        checks.add("dual_write_column", uc in src_cols, f"source column {uc!r} {'found' if uc in src_cols else 'not found'} (dual_write_updated_column)")
+    checks.raise_if_failed()
+
+    indexes = [r[0] for r in db.query(conn, d.key_index_sql(), (db.schema, c.source_table, c.key))]
+    unique_src = db.query(conn, d.unique_key_sql(), (db.schema, c.source_table, c.key))[0][0]
+    checks.add("key_indexed", bool(indexes) and unique_src > 0, f"unique index on {c.key!r}: {indexes[0] if indexes else 'none'}")
+    if c.mode == "copy":
+        unique_tgt = db.query(conn, d.unique_key_sql(), (db.schema, c.target_table, c.key))[0][0]
+        checks.add("target_key_unique", unique_tgt > 0, f"target has a unique index on {c.key!r}" if unique_tgt else f"target has no unique index on {c.key!r} (needed for insert-if-absent)")
+    checks.raise_if_failed()
+    key_index = indexes[0]
+
+    # Bounds and partitions
+    if d.name == "postgres":
+        bounds = db.query(conn, d.key_bounds_sql(c.source_table, c.key, db.schema), (d.regclass_param(c.source_table, db.schema),))
+    else:
+        bounds = db.query(conn, d.key_bounds_sql(c.source_table, c.key, db.schema), (db.schema, c.source_table))
+    min_key, max_key, est = bounds[0]
+    est = int(est or 0)
+    if min_key is not None and est <= 0:
+        est = max_key - min_key + 1  # never analysed: assume dense
+    partitions = plan_partitions(min_key, max_key, est, c.partitions, c.batch_size)
+
+    # EXPLAIN the real batch statement under the batch's own session settings.
+    explain = None
+    if min_key is not None:
+        lo, hi = min_key - 1, min(max_key, min_key - 1 + c.batch_size)
+        if c.mode == "copy":
+            stmt = d.copy_batch_sql(c.source_table, c.target_table, c.key, c.columns, db.schema, key_index)
+        else:
+            stmt = d.fill_batch_sql(c.source_table, c.key, c.columns, db.schema)
+        try:
+            for s in d.batch_local_setup():
+                db.execute(conn, s)
+            if d.name == "postgres":
+                explain = db.query(conn, "EXPLAIN (FORMAT JSON) " + stmt, (lo, hi))[0][0]
+                if isinstance(explain, str):
+                    explain = json.loads(explain)
+                ok, detail = _pg_uses_index(explain, c.source_table, key_index)
+            else:
+                explain = db.query_dicts(conn, "EXPLAIN " + stmt, (lo, hi))
+                ok, detail = _mysql_uses_index(explain, c.source_table, key_index)
+        except Exception as exc:  # the expression does not parse, a column is wrong...
+            conn.rollback()
+            checks.add("explain", False, f"the batch statement does not run: {exc}".strip())
+            checks.raise_if_failed()
+        conn.rollback()
+        checks.add("explain", ok, detail)
+    else:
+        checks.add("explain", True, "source is empty: nothing to copy", fatal=False)
+
+    # Health
+    if probes:
+        worst, readings = max_lag(probes)
+        gate = c.max_replica_lag_seconds
+        text = ", ".join(f"{n}={'unreachable' if v is None else f'{v:.1f}s'}" for n, v in readings.items())
+        healthy = worst is not None and (gate is None or worst <= gate)
+        checks.add("replica_lag", healthy, f"{text} (gate {gate}s)")
+    running = _threads_running(db, conn)
+    checks.add("load", running < MAX_THREADS_RUNNING, f"active sessions/Threads_running={running} (< {MAX_THREADS_RUNNING})")
+    _settings_checks(db, conn, checks)
+    checks.raise_if_failed()
+
+    target_rows = 0
+    if c.mode == "copy":
+        target_rows = db.query(conn, f"SELECT count(*) FROM {d.table(c.target_table, db.schema)}")[0][0]
+    conn.rollback()
+    return Plan(
+        engine=d.name, key_index=key_index, min_key=min_key, max_key=max_key, rows_estimate=est,
+        partitions=[p.to_dict() for p in partitions], checks=checks.items, explain=explain,
+        target_rows_before=int(target_rows),
+    )
+
+
+def run_preflight(config: RunConfig, db: Database, probes: list[LagProbe]) -> Plan:
+    """Check, plan, then create the control tables and take the run lock.
+
+    :returns: the :class:`Plan`.
+    :raises PreflightError: a fatal check failed; nothing was written.
+    :raises ConcurrentRunError: another run holds the lock on the target table; nothing was written.
+    """
+    with db.session() as conn:
+        plan = inspect(config, db, conn, probes)
+        store = CheckpointStore(db)
+        store.create_tables(conn)  # the first write of a run, after every check passed
+        store.acquire(conn, lock_key(config), config.run_id, config.to_dict())
+    return plan
+
+
+# ---------------------------------------------------------------------- helpers
+def _walk(node: Any):
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from _walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _walk(v)
+
+
+def _pg_uses_index(explain: Any, table: str, index: str) -> tuple[bool, str]:
+    nodes = [n for n in _walk(explain) if isinstance(n, dict) and "Node Type" in n]
+    seq = [n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == table]
+    idx = [n for n in nodes if n["Node Type"] in PG_INDEX_SCANS and n.get("Index Name") == index]
+    if seq or not idx:
+        return False, f"plan reads {table} with a sequential scan, not index {index!r}: add an index on the key"
+    return True, f"index range scan on {index} ({idx[0]['Node Type']})"
+
+
+def _mysql_uses_index(explain: list[dict[str, Any]], table: str, index: str) -> tuple[bool, str]:
+    rows = [r for r in explain if r.get("table") == table]
+    if not rows:
+        return False, f"EXPLAIN shows no access to {table}"
+    r = rows[0]
+    ok = r.get("key") == index and r.get("type") in ("range", "ref", "eq_ref", "const")
+    return ok, f"access type={r.get('type')} key={r.get('key')} (want a range scan on {index})"
+
+
+def _threads_running(db: Database, conn: Any) -> int:
+    if db.dialect.name == "postgres":
+        return int(db.query(conn, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()")[0][0])
+    rows = db.query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_running'")
+    return int(rows[0][1]) - 1 if rows else 0
+
+
+def _settings_checks(db: Database, conn: Any, checks: _Checks) -> None:
+    if db.dialect.name == "postgres":
+        lt = db.query(conn, "SHOW lock_timeout")[0][0]
+        checks.add("settings", True, f"server lock_timeout={lt}; backfill sessions set their own lock_timeout", fatal=False)
+        return
+    v = int(db.query(conn, "SELECT @@GLOBAL.innodb_lock_wait_timeout")[0][0])
+    checks.add(
+        "settings",
+        v >= MIN_SERVER_LOCK_WAIT_SECONDS,
+        f"global innodb_lock_wait_timeout={v}s (seed: >= {MIN_SERVER_LOCK_WAIT_SECONDS}s so application "
+        "transactions outwait a batch); backfill sessions use a short one of their own",
+        fatal=False,
+    )
