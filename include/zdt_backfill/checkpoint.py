@@ -77,7 +77,8 @@ class CheckpointStore:
             " rows_written bigint NOT NULL DEFAULT 0, keys_scanned bigint NOT NULL DEFAULT 0,"
             " batches int NOT NULL DEFAULT 0, retries int NOT NULL DEFAULT 0,"
             " throttled_seconds double precision NOT NULL DEFAULT 0, seconds double precision NOT NULL DEFAULT 0,"
-            f" status varchar(16) NOT NULL, updated_at {ts} NULL, PRIMARY KEY (run_id, partition_no))",
+            f" status varchar(16) NOT NULL, started_at {ts} NULL, updated_at {ts} NULL,"
+            " PRIMARY KEY (run_id, partition_no))",
             f"CREATE TABLE IF NOT EXISTS {self.flags} (flag varchar(128) PRIMARY KEY,"
             f" value varchar(64) NOT NULL, run_id varchar(250), updated_at {ts} NULL)",
         ):
@@ -145,8 +146,8 @@ class CheckpointStore:
         if not rows:
             self.db.execute(
                 conn,
-                f"INSERT INTO {self.checkpoints} (run_id, partition_no, lo, hi, watermark, status, updated_at)"
-                f" VALUES (%s, %s, %s, %s, %s, 'pending', {self._now})",
+                f"INSERT INTO {self.checkpoints} (run_id, partition_no, lo, hi, watermark, status, started_at, updated_at)"
+                f" VALUES (%s, %s, %s, %s, %s, 'pending', {self._now}, {self._now})",
                 (run_id, partition_no, lo, hi, lo - 1),
             )
             rows = self.db.query(conn, sql, (run_id, partition_no))
@@ -202,6 +203,20 @@ class CheckpointStore:
             (status, run_id, partition_no),
         )
         conn.commit()
+
+    def span_seconds(self, conn: Any, run_id: str) -> float:
+        """Seconds from the first partition's start to the last checkpoint update of a run.
+
+        Partitions may run in parallel or one after another; this is the backfill's
+        own wall time either way.
+        """
+        if not self.tables_exist(conn):
+            return 0.0
+        rows = self.db.query(
+            conn, f"SELECT min(started_at), max(updated_at) FROM {self.checkpoints} WHERE run_id = %s", (run_id,)
+        )
+        first, last = rows[0] if rows else (None, None)
+        return (last - first).total_seconds() if first and last else 0.0
 
     def progress(self, conn: Any, run_id: str) -> list[PartitionProgress]:
         """All partitions' checkpoints of a run, in partition order."""

@@ -26,20 +26,21 @@ def summarize(
     wall_seconds: float,
     throttled: dict[str, float],
     max_lag_seconds: float | None,
+    backfill_seconds: float,
 ) -> dict[str, Any]:
     """Assemble the report dict.
 
     :param partitions: checkpoint rows of the run (rows in rows, seconds in s).
     :param throttled: seconds throttled, by reason (``rate``, ``replica-lag``...).
     :param wall_seconds: from the start of pre-flight to now (s).
-    :returns: the JSON-ready report. ``rows_per_second`` is rows written / backfill
-        seconds, where backfill seconds is the longest partition's (they run in parallel).
+    :param backfill_seconds: from the first partition's start to the last batch (s).
+    :returns: the JSON-ready report. ``rows_per_second`` is keys processed / backfill seconds.
     """
     rows = sum(p.rows_written for p in partitions)
     keys = sum(p.keys_scanned for p in partitions)
     batches = sum(p.batches for p in partitions)
     retries = sum(p.retries for p in partitions)
-    copy_seconds = max((p.seconds for p in partitions), default=0.0)
+    copy_seconds = backfill_seconds
     return {
         "run_id": config.get("run_id"),
         "engine": (plan or {}).get("engine"),
