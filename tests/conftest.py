@@ -1,0 +1,231 @@
+"""Shared fixtures.
+
+Database servers: each session starts its own PostgreSQL and MariaDB primary +
+streaming replica pairs on spare ports (``scripts/localdb.py``), under a temporary
+folder; each test gets a fresh database on them (pgroll's pattern). When server
+binaries are missing the tests that need them skip with the reason, unless
+``CI=true``, where a missing server is a failure.
+
+Airflow: ``AIRFLOW_HOME`` points at a session temp folder, set before Airflow is
+imported anywhere, and its metadata DB is migrated once (SQLite).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="zdt-airflow-home-"))
+os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+os.environ["AIRFLOW__CORE__UNIT_TEST_MODE"] = "False"
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "INFO")
+
+import localdb  # noqa: E402  (scripts/, on pythonpath)
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def missing(reason: str) -> None:
+    """Skip on a user's machine, fail in CI: CI must run every test."""
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def servers_dir():
+    d = Path(tempfile.mkdtemp(prefix="zdt-servers-"))
+    os.chmod(d, 0o755)
+    yield d
+    for sub in ("pg", "mariadb"):
+        localdb.stop(d / sub)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_pair(servers_dir):
+    try:
+        return localdb.start_postgres_pair(servers_dir / "pg")
+    except localdb.MissingServerBinaries as exc:
+        missing(f"PostgreSQL server binaries not found: {exc}")
+
+
+@pytest.fixture(scope="session")
+def mariadb_pair(servers_dir):
+    try:
+        return localdb.start_mariadb_pair(servers_dir / "mariadb")
+    except localdb.MissingServerBinaries as exc:
+        missing(f"MariaDB server binaries not found: {exc}")
+
+
+def _pg_url(server, database):
+    return f"postgresql://{server.user}@{server.host}:{server.port}/{database}"
+
+
+def _mysql_url(server, database):
+    return f"mysql://{server.user}@{server.host}:{server.port}/{database}"
+
+
+class Env:
+    """A fresh database on a primary + replica pair, for one test.
+
+    :ivar engine: ``postgres`` or ``mysql``.
+    :ivar db: engine :class:`~zdt_backfill.db.Database` on the primary.
+    :ivar replica_db: the same database on the replica.
+    :ivar conn_env: ``AIRFLOW_CONN_*`` variables naming ``backfill_<engine>`` and ``..._replica``.
+    """
+
+    def __init__(self, engine, pair, database):
+        from zdt_backfill.db import Database
+
+        self.engine = engine
+        self.pair = pair
+        self.database = database
+        url = _pg_url if engine == "postgres" else _mysql_url
+        self.url = url(pair.primary, database)
+        self.replica_url = url(pair.replica, database)
+        self.db = Database.from_url(self.url)
+        self.replica_db = Database.from_url(self.replica_url)
+        self.conn_id = f"backfill_{'pg' if engine == 'postgres' else 'mysql'}"
+        self.replica_conn_id = f"{self.conn_id}_replica"
+        conn_type = "postgres" if engine == "postgres" else "mysql"
+        import json
+
+        self.conn_env = {
+            f"AIRFLOW_CONN_{self.conn_id.upper()}": json.dumps(
+                {"conn_type": conn_type, "host": pair.primary.host, "port": pair.primary.port,
+                 "login": pair.primary.user, "password": "", "schema": database}
+            ),
+            f"AIRFLOW_CONN_{self.replica_conn_id.upper()}": json.dumps(
+                {"conn_type": conn_type, "host": pair.replica.host, "port": pair.replica.port,
+                 "login": pair.replica.user, "password": "", "schema": database}
+            ),
+        }
+
+    def sql(self, statement, params=()):
+        """Run statements on the primary (autocommitted); returns the last one's rows."""
+        with self.db.session() as conn:
+            rows = []
+            for s in [x for x in statement.split(";\n") if x.strip()]:
+                rows = self.db.query(conn, s, params)
+            conn.commit()
+            return rows
+
+    def scalar(self, statement, params=()):
+        return self.sql(statement, params)[0][0]
+
+
+def _create_database(engine, pair, name):
+    import psycopg
+    import MySQLdb
+
+    if engine == "postgres":
+        with psycopg.connect(host=pair.primary.host, port=pair.primary.port, user=pair.primary.user,
+                             dbname="postgres", autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+    else:
+        c = MySQLdb.connect(host=pair.primary.host, port=pair.primary.port, user=pair.primary.user, password="")
+        c.cursor().execute(f"CREATE DATABASE `{name}`")
+        c.close()
+    localdb.wait_replica_caught_up(pair)
+
+
+@pytest.fixture(params=["postgres", "mysql"])
+def env(request):
+    """A fresh database on each engine's pair (the test runs once per engine)."""
+    engine = request.param
+    pair = request.getfixturevalue("pg_pair" if engine == "postgres" else "mariadb_pair")
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    _create_database(engine, pair, name)
+    return Env(engine, pair, name)
+
+
+def seed_users(env, rows: int, sparse_step: int = 1) -> None:
+    """Create users_legacy (``rows`` rows, keys 1, 1+step, ...) and an empty users_new, like the demo."""
+    if env.engine == "postgres":
+        env.sql(
+            "CREATE TABLE users_legacy (id bigint PRIMARY KEY, email text NOT NULL, legacy_data text,"
+            " updated_at timestamptz NOT NULL DEFAULT now());\n"
+            "CREATE TABLE users_new (id bigint PRIMARY KEY, email_normalized text, data_hash text);\n"
+            "INSERT INTO users_legacy SELECT 1 + (g - 1) * %s, '  User' || g || '@Example.COM ', repeat(md5(g::text), 2),"
+            " now() - interval '2 days' FROM generate_series(1, %s) g;\n"
+            "ANALYZE users_legacy",
+            (sparse_step, rows),
+        )
+    else:
+        env.sql(
+            "CREATE TABLE users_legacy (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(255) NOT NULL, legacy_data TEXT,"
+            " updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));\n"
+            "CREATE TABLE users_new (id BIGINT NOT NULL PRIMARY KEY, email_normalized VARCHAR(255) NULL,"
+            " data_hash CHAR(32) NULL)",
+        )
+        env.sql(
+            "INSERT INTO users_legacy SELECT 1 + (seq - 1) * %s, CONCAT('  User', seq, '@Example.COM '),"
+            " REPEAT(MD5(seq), 2), CURRENT_TIMESTAMP(6) - INTERVAL 2 DAY FROM seq_1_to_" + str(int(rows)),
+            (sparse_step,),
+        )
+        env.sql("ANALYZE TABLE users_legacy")
+
+
+USERS_COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "md5(legacy_data)"}
+
+
+def users_conf(env, **overrides):
+    """Conf for the users_legacy -> users_new copy on ``env`` (no replicas unless given)."""
+    conf = {
+        "conn_id": env.conn_id,
+        "replica_conn_ids": [],
+        "source_table": "users_legacy",
+        "target_table": "users_new",
+        "key": "id",
+        "columns": dict(USERS_COLUMNS),
+        "profile": "dev",
+        "dual_write": "assumed",
+    }
+    conf.update(overrides)
+    return conf
+
+
+def projection_diff(env) -> int:
+    """Rows where users_new differs from the transformed users_legacy, both ways (exact, every key)."""
+    if env.engine == "postgres":
+        q = (
+            "SELECT count(*) FROM ((SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy"
+            " EXCEPT SELECT id, email_normalized, data_hash FROM users_new) UNION ALL"
+            " (SELECT id, email_normalized, data_hash FROM users_new EXCEPT"
+            " SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy)) d"
+        )
+    else:
+        q = (
+            "SELECT (SELECT count(*) FROM users_legacy s LEFT JOIN users_new t ON t.id = s.id"
+            " WHERE t.id IS NULL OR NOT (t.email_normalized <=> lower(trim(s.email)) AND t.data_hash <=> md5(s.legacy_data)))"
+            " + (SELECT count(*) FROM users_new t LEFT JOIN users_legacy s ON s.id = t.id WHERE s.id IS NULL)"
+        )
+    return int(env.scalar(q))
+
+
+def source_fingerprint(env) -> tuple:
+    """(count, checksum) of users_legacy, to prove the legacy data was not touched."""
+    if env.engine == "postgres":
+        return tuple(env.sql("SELECT count(*), md5(string_agg(id::text || email || coalesce(legacy_data, ''), ',' ORDER BY id)) FROM users_legacy")[0])
+    return tuple(env.sql("SELECT count(*), sum(crc32(concat_ws('#', id, email, legacy_data))) FROM users_legacy")[0])
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Migrate the session's Airflow metadata DB (SQLite) once."""
+    r = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True, env=os.environ.copy())
+    if r.returncode != 0:
+        pytest.fail(f"airflow db migrate failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return os.environ["AIRFLOW_HOME"]

@@ -1,0 +1,86 @@
+"""RunConfig: profiles from the seed's matrix, overrides, and clear errors on bad conf."""
+
+import pytest
+
+from zdt_backfill.config import PROFILES, RunConfig
+from zdt_backfill.errors import ConfigError, UnsafeIdentifierError
+
+BASE = {
+    "conn_id": "c",
+    "source_table": "users_legacy",
+    "target_table": "users_new",
+    "key": "id",
+    "columns": {"email_normalized": "lower(trim(email))"},
+}
+
+
+def make(**kw):
+    return RunConfig.from_params({**BASE, **kw}, run_id="r1")
+
+
+def test_profiles_match_the_seed_matrix():
+    assert (PROFILES["dev"].batch_size, PROFILES["dev"].max_rows_per_second) == (50_000, None)
+    assert (PROFILES["staging"].batch_size, PROFILES["staging"].max_rows_per_second) == (10_000, 1_000)
+    assert 500 <= PROFILES["prod"].batch_size <= 1_000 and PROFILES["prod"].max_rows_per_second == 500
+
+
+def test_default_profile_is_prod_and_fields_override_it():
+    c = make()
+    assert c.profile.name == "prod" and c.batch_size == 1_000 and c.max_rows_per_second == 500
+    c = make(profile="staging", batch_size=2_000, max_rows_per_second=0)
+    assert c.batch_size == 2_000 and c.max_rows_per_second is None  # 0 turns the throttle off
+
+
+def test_rate_is_shared_by_partitions():
+    assert make(max_rows_per_second=1_000, partitions=4).rate_per_partition() == 250
+
+
+def test_none_means_profile_default():
+    c = make(profile="dev", batch_size=None, partitions=None)
+    assert c.batch_size == 50_000 and c.partitions == PROFILES["dev"].partitions
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"source_table": 'users"; drop table x; --'}, "not a plain SQL identifier"),
+        ({"key": "id;"}, "not a plain SQL identifier"),
+        ({"columns": {"bad name": "x"}}, "not a plain SQL identifier"),
+        ({"columns": {"c": "x; DROP TABLE users"}}, "';'"),
+        ({"columns": {"c": "x -- comment"}}, "'--'"),
+        ({"columns": {}}, "columns must be a non-empty object"),
+        ({"profile": "qa"}, "profile must be one of"),
+        ({"batch_size": 0}, "batch_size must be a whole number"),
+        ({"batch_size": 1.5}, "batch_size must be a whole number"),
+        ({"batch_size": "1000"}, "batch_size must be a number"),
+        ({"partitions": 65}, "partitions must be a whole number"),
+        ({"target_table": "users_legacy"}, "must differ"),
+        ({"mode": "merge"}, "mode must be one of"),
+        ({"columns": {"id": "id"}}, "do not list it"),
+        ({"cache_redis_url": "redis://x", "cache_key_pattern": "*"}, "whole cache"),
+        ({"rollback_lag_seconds": 1, "forward_max_lag_seconds": 2}, "rollback_lag_seconds"),
+        ({"surprise": 1}, "unknown conf field"),
+        ({"conn_id": None}, "conn_id is required"),
+    ],
+)
+def test_bad_conf_is_refused_with_a_clear_message(override, message):
+    with pytest.raises(ConfigError, match=message):
+        make(**override)
+
+
+def test_unicode_look_alike_is_refused():
+    with pytest.raises(UnsafeIdentifierError):
+        make(source_table="usеrs_legacy")  # Cyrillic 'е'
+
+
+def test_fill_mode_targets_the_source_table():
+    c = make(mode="fill", target_table=None)
+    assert c.target_table == "users_legacy"
+    with pytest.raises(ConfigError, match="legacy_columns"):
+        make(mode="fill", target_table=None, drop_legacy=True)
+
+
+def test_dual_write_check_needs_a_timestamp_column():
+    with pytest.raises(ConfigError, match="dual_write_updated_column"):
+        make(dual_write="check", dual_write_updated_column=None)
+    assert make(dual_write="assumed").dual_write_updated_column is None
