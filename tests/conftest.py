@@ -114,7 +114,8 @@ class Env:
         }
 
     def sql(self, statement, params=()):
-        """Run statements on the primary (autocommitted); returns the last one's rows."""
+        """Run statements (separated by ``;\\n``) on the primary and commit; returns the last
+        one's rows. ``params`` go to every statement: pass them with a single statement."""
         with self.db.session() as conn:
             rows = []
             for s in [x for x in statement.split(";\n") if x.strip()]:
@@ -136,7 +137,7 @@ def _create_database(engine, pair, name):
             c.execute(f'CREATE DATABASE "{name}"')
     else:
         c = MySQLdb.connect(host=pair.primary.host, port=pair.primary.port, user=pair.primary.user, password="")
-        c.cursor().execute(f"CREATE DATABASE `{name}`")
+        c.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
         c.close()
     localdb.wait_replica_caught_up(pair)
 
@@ -157,12 +158,14 @@ def seed_users(env, rows: int, sparse_step: int = 1) -> None:
         env.sql(
             "CREATE TABLE users_legacy (id bigint PRIMARY KEY, email text NOT NULL, legacy_data text,"
             " updated_at timestamptz NOT NULL DEFAULT now());\n"
-            "CREATE TABLE users_new (id bigint PRIMARY KEY, email_normalized text, data_hash text);\n"
+            "CREATE TABLE users_new (id bigint PRIMARY KEY, email_normalized text, data_hash text)"
+        )
+        env.sql(
             "INSERT INTO users_legacy SELECT 1 + (g - 1) * %s, '  User' || g || '@Example.COM ', repeat(md5(g::text), 2),"
-            " now() - interval '2 days' FROM generate_series(1, %s) g;\n"
-            "ANALYZE users_legacy",
+            " now() - interval '2 days' FROM generate_series(1, %s) g",
             (sparse_step, rows),
         )
+        env.sql("ANALYZE users_legacy")
     else:
         env.sql(
             "CREATE TABLE users_legacy (id BIGINT NOT NULL PRIMARY KEY, email VARCHAR(255) NOT NULL, legacy_data TEXT,"
