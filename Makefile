@@ -1,0 +1,50 @@
+# Zero-downtime backfill: `make demo` and `make test` are the two commands a fresh clone needs.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DEMO_ROWS ?= 1000000
+export DEMO_ROWS
+export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins:$(CURDIR)/scripts
+export AIRFLOW_HOME := $(CURDIR)/.local/airflow
+
+.PHONY: help venv demo demo-mysql airflow test test-fast lint bench clean
+
+help:
+	@echo "make demo        embedded PostgreSQL primary+replica, $(DEMO_ROWS) rows, run the DAG, print the report"
+	@echo "make demo-mysql  the same against MySQL/MariaDB on 127.0.0.1:3306"
+	@echo "make airflow     airflow standalone on the demo databases (UI on :8080)"
+	@echo "make test        the whole test suite (unit, integration, DAG, end-to-end)"
+	@echo "make bench       benchmarks -> bench/results/latest.json"
+	@echo "make clean       stop the embedded servers and remove .local/"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+	@touch $@
+
+demo: venv
+	@$(PY) scripts/demo.py demo --engine postgres --rows $(DEMO_ROWS)
+
+demo-mysql: venv
+	@$(PY) scripts/demo.py demo --engine mysql --rows $(DEMO_ROWS)
+
+airflow: venv
+	@$(PY) scripts/demo.py standalone
+
+test: venv
+	$(PY) -m pytest
+
+test-fast: venv
+	$(PY) -m pytest tests/unit tests/dags
+
+lint: venv
+	$(VENV)/bin/ruff check include plugins dags tests scripts
+
+bench: venv
+	$(PY) bench/run.py
+
+clean:
+	@if [ -x $(PY) ] && [ -d .local/db ]; then $(PY) scripts/localdb.py stop --dir .local/db; fi
+	rm -rf .local
