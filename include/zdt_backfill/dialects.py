@@ -199,9 +199,9 @@ class Dialect:
 
         Run only on ranges whose checksums differ. The source projection is computed in
         a derived table, so column expressions resolve against the source alone. Values
-        compare with the engine's NULL-safe equality, after the engine's own type
-        coercion, so a representation difference the checksum saw (``1.0`` vs ``1``)
-        does not count as a difference.
+        compare NULL-safely: on PostgreSQL typed (``IS NOT DISTINCT FROM``, so ``1.0`` vs
+        ``1`` is no difference); on MySQL byte-for-byte on the text form the checksum
+        hashes (collations there are often case-insensitive and charsets mixed).
         """
         k = self.quote(key)
         exprs = ", ".join(f"{expr(e)} AS {self.quote('zdt_c' + str(i))}" for i, e in enumerate(columns.values()))
@@ -377,7 +377,10 @@ class MySQLDialect(Dialect):
         return f"cast(conv(substring(md5(concat_ws('|', {parts})), 1, 16), 16, 10) AS unsigned)"
 
     def null_safe_equal(self, a, b):
-        return f"{a} <=> {b}"
+        # Compare the bytes of the text form the checksum hashes (connection charset): a
+        # latin1 column against a utf8mb4 expression is otherwise an "illegal mix of
+        # collations", and a case-insensitive collation would call 'A' and 'a' equal.
+        return f"cast(cast({a} AS char) AS binary) <=> cast(cast({b} AS char) AS binary)"
 
     def columns_sql(self):
         return (

@@ -214,6 +214,19 @@ def test_validation_names_missing_different_and_extra_keys(env):
     assert sum(not r.match for r in v.ranges) == 2  # only the two damaged ranges were diffed
 
 
+def test_validation_is_exact_across_charsets_and_case(env):
+    """A latin1 target column against a utf8mb4 expression, and a case-only difference."""
+    seed_users(env, 1_000)
+    if env.engine == "mysql":
+        env.sql("ALTER TABLE users_new MODIFY email_normalized VARCHAR(255) CHARACTER SET latin1 COLLATE latin1_swedish_ci")
+    config, plan, _ = backfill(env, batch_size=400)
+    parts = [Partition.from_dict(p) for p in plan.partitions]
+    assert checksum.validate(config, env.db, parts).mismatched == 0
+    env.sql("UPDATE users_new SET email_normalized = upper(email_normalized) WHERE id = 500")
+    v = checksum.validate(config, env.db, parts)
+    assert (v.missing, v.different, v.extra) == (0, 1, 0) and v.sample_keys == {"different": [500]}
+
+
 def test_rollback_truncates_target_and_restarts_owned_sequences(env):
     seed_users(env, 500)
     if env.engine == "postgres":

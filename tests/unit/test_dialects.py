@@ -78,7 +78,7 @@ def test_diff_kinds_in_copy_and_fill_mode():
     copy_sql, _ = PG.diff_sql("s", "t", "id", {"c": "x"}, Range(None, None))
     assert "'missing'" in copy_sql and "'extra'" in copy_sql and "IS NOT DISTINCT FROM" in copy_sql
     fill_sql, _ = MY.diff_sql("s", "s", "id", {"c": "x"}, Range(None, None), copy_mode=False)
-    assert "'extra'" not in fill_sql and "<=>" in fill_sql
+    assert "'extra'" not in fill_sql and "<=>" in fill_sql and "AS binary" in fill_sql
 
 
 def test_dialect_for_rejects_unknown_engines():

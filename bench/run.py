@@ -1,0 +1,210 @@
+"""`make bench`: the engine against the baselines PEERS.md uses, on PostgreSQL and MariaDB.
+
+For each engine (a local primary + streaming replica from scripts/localdb.py, under
+.local/bench), seed BENCH_ROWS rows (default 1,000,000) of users_legacy and copy them into
+users_new with ``lower(trim(email))`` and ``md5(legacy_data)``:
+
+- ``monolithic``: one ``INSERT ... SELECT`` (the upper bound; never run this in production);
+- ``keyset_1000``: keyset ``INSERT ... SELECT`` per 1,000-key range, commit each, no locks,
+  no checkpoint (PEERS' baseline);
+- ``seed_row_loop``: the seed's loop (fetch 500 keys, insert row by row, commit), on the first
+  BENCH_LOOP_ROWS rows only (default 50,000; it is slow);
+- ``engine_batch_1000`` / ``engine_batch_50000``: this engine (prod / dev batch sizes, one
+  partition, no throttle): keyset chunk, shared-locked read, insert-if-absent, checkpoint in the
+  same transaction;
+- ``validate``: the engine's checksum validation of the copy, then again with one row changed
+  (time to name the differing key; PEERS: reladiff ~4.2 s for 1,000,000 rows).
+
+Ratios are within one run on one machine: quote them, not the absolute numbers.
+Writes bench/results/latest.json and latest.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
+
+import localdb  # noqa: E402
+from zdt_backfill.checksum import validate  # noqa: E402
+from zdt_backfill.chunker import Partition  # noqa: E402
+from zdt_backfill.config import RunConfig  # noqa: E402
+from zdt_backfill.copier import PartitionCopier  # noqa: E402
+from zdt_backfill.db import Database  # noqa: E402
+from zdt_backfill.preflight import run_preflight  # noqa: E402
+
+ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+LOOP_ROWS = min(ROWS, int(os.environ.get("BENCH_LOOP_ROWS", "50000")))
+COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "md5(legacy_data)"}
+OUT = ROOT / "bench" / "results"
+
+
+def seed(db: Database) -> None:
+    with db.session() as c:
+        for s in ("DROP TABLE IF EXISTS users_new", "DROP TABLE IF EXISTS users_legacy",
+                  "DROP TABLE IF EXISTS zdt_backfill_checkpoints", "DROP TABLE IF EXISTS zdt_backfill_runs"):
+            db.execute(c, s)
+        if db.dialect.name == "postgres":
+            db.execute(c, "CREATE TABLE users_legacy (id bigint PRIMARY KEY, email text NOT NULL, legacy_data text, updated_at timestamptz DEFAULT now())")
+            db.execute(c, "INSERT INTO users_legacy SELECT g, '  User' || g || '@Example.COM ', repeat(md5(g::text), 2) FROM generate_series(1, %s) g", (ROWS,))
+            db.execute(c, "CREATE TABLE users_new (id bigint PRIMARY KEY, email_normalized text, data_hash text)")
+        else:
+            db.execute(c, "CREATE TABLE users_legacy (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL, legacy_data TEXT, updated_at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))")
+            db.execute(c, "INSERT INTO users_legacy (id, email, legacy_data) SELECT seq, CONCAT('  User', seq, '@Example.COM '), REPEAT(MD5(seq), 2) FROM seq_1_to_" + str(ROWS))
+            db.execute(c, "CREATE TABLE users_new (id BIGINT PRIMARY KEY, email_normalized VARCHAR(255), data_hash CHAR(32))")
+        c.commit()
+        db.query(c, "ANALYZE users_legacy" if db.dialect.name == "postgres" else "ANALYZE TABLE users_legacy")
+        c.commit()
+
+
+def reset_target(db: Database) -> None:
+    with db.session() as c:
+        db.execute(c, "TRUNCATE TABLE users_new")
+        for t in ("zdt_backfill_checkpoints", "zdt_backfill_runs"):
+            db.execute(c, f"DROP TABLE IF EXISTS {t}")
+        c.commit()
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def monolithic(db: Database) -> None:
+    with db.session() as c:
+        db.execute(c, "INSERT INTO users_new (id, email_normalized, data_hash) SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy")
+        c.commit()
+
+
+def keyset_1000(db: Database) -> None:
+    with db.session() as c:
+        for lo in range(0, ROWS, 1000):
+            db.execute(c, "INSERT INTO users_new (id, email_normalized, data_hash) SELECT id, lower(trim(email)), md5(legacy_data)"
+                          " FROM users_legacy WHERE id > %s AND id <= %s", (lo, lo + 1000))
+            c.commit()
+
+
+def seed_row_loop(db: Database) -> None:
+    """The seed's transaction-bounded loop: SELECT a range, INSERT each row, commit (500 per range)."""
+    upsert = ("INSERT INTO users_new (id, email_normalized, data_hash) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING"
+              if db.dialect.name == "postgres" else
+              "INSERT INTO users_new (id, email_normalized, data_hash) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE id = id")
+    import hashlib
+
+    with db.session() as c:
+        for lo in range(1, LOOP_ROWS + 1, 500):
+            rows = db.query(c, "SELECT id, email, legacy_data FROM users_legacy WHERE id BETWEEN %s AND %s ORDER BY id",
+                            (lo, min(lo + 499, LOOP_ROWS)))
+            for id_, email, data in rows:
+                db.execute(c, upsert, (id_, email.strip().lower(), hashlib.md5(data.encode()).hexdigest()))
+            c.commit()
+
+
+def engine(db: Database, batch_size: int, batch_times: list[float]) -> None:
+    cfg = RunConfig.from_params({"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new",
+                                 "key": "id", "columns": COLUMNS, "profile": "dev", "batch_size": batch_size,
+                                 "partitions": 1, "dual_write": "assumed", "max_replica_lag_seconds": 0},
+                                run_id=f"bench-{batch_size}-{time.time()}")
+    plan = run_preflight(cfg, db, [])
+    for p in plan.partitions:
+        PartitionCopier(cfg, db, Partition.from_dict(p), plan.key_index,
+                        on_batch=lambda pr, ch, r, s: batch_times.append(s)).run()
+
+
+def pct(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) >= 2 else (values[0] if values else 0.0)
+
+
+def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
+    url = (f"postgresql://{pair.primary.user}@{pair.primary.host}:{pair.primary.port}/{database}" if name == "postgres"
+           else f"mysql://{pair.primary.user}@{pair.primary.host}:{pair.primary.port}/{database}")
+    db = Database.from_url(url)
+    print(f"[{name}] seeding {ROWS:,} rows", flush=True)
+    seed(db)
+    localdb.wait_replica_caught_up(pair, timeout=600)
+    res: dict = {"rows": ROWS}
+
+    def run(label: str, fn, rows: int = ROWS) -> None:
+        reset_target(db)
+        localdb.wait_replica_caught_up(pair, timeout=600)
+        s = timed(fn)
+        res[label] = {"seconds": round(s, 3), "rows_per_second": round(rows / s)}
+        print(f"[{name}] {label:20s} {s:8.2f}s {rows / s:12,.0f} rows/s", flush=True)
+
+    run("monolithic", lambda: monolithic(db))
+    run("keyset_1000", lambda: keyset_1000(db))
+    run("seed_row_loop", lambda: seed_row_loop(db), LOOP_ROWS)
+    for bs in (1000, 50000):
+        times: list[float] = []
+        run(f"engine_batch_{bs}", lambda: engine(db, bs, times))
+        res[f"engine_batch_{bs}"].update({"batches": len(times), "batch_p50_ms": round(pct(times, 50) * 1000, 2),
+                                          "batch_p99_ms": round(pct(times, 99) * 1000, 2)})
+    cfg = RunConfig.from_params({"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new",
+                                 "key": "id", "columns": COLUMNS, "dual_write": "assumed"}, run_id="bench-validate")
+    parts = [Partition(0, 1, ROWS // 2), Partition(1, ROWS // 2 + 1, ROWS)]
+    t = timed(lambda: validate(cfg, db, parts))
+    with db.session() as c:
+        db.execute(c, "UPDATE users_new SET data_hash = 'changed' WHERE id = %s", (ROWS // 3,))
+        c.commit()
+    found: list = []
+    t1 = timed(lambda: found.append(validate(cfg, db, parts)))
+    res["validate"] = {"seconds_equal": round(t, 3), "seconds_one_changed_row": round(t1, 3),
+                       "found_keys": found[0].sample_keys}
+    print(f"[{name}] validate equal {t:.2f}s; one changed row found in {t1:.2f}s: {found[0].sample_keys}", flush=True)
+    for k in ("keyset_1000", "seed_row_loop", "engine_batch_1000", "engine_batch_50000"):
+        res[k]["vs_monolithic"] = round(res[k]["rows_per_second"] / res["monolithic"]["rows_per_second"], 3)
+    res["engine_batch_1000"]["vs_seed_row_loop"] = round(
+        res["engine_batch_1000"]["rows_per_second"] / res["seed_row_loop"]["rows_per_second"], 1)
+    res["engine_batch_1000"]["vs_keyset_1000"] = round(
+        res["engine_batch_1000"]["rows_per_second"] / res["keyset_1000"]["rows_per_second"], 3)
+    return res
+
+
+def markdown(results: dict) -> str:
+    lines = [f"# Benchmark ({results['rows']:,} rows, {results['machine']})", "",
+             "| approach | PostgreSQL rows/s | vs monolithic | MariaDB rows/s | vs monolithic |", "|---|---|---|---|---|"]
+    pg, my = results["engines"].get("postgres", {}), results["engines"].get("mysql", {})
+    for k in ("monolithic", "keyset_1000", "seed_row_loop", "engine_batch_1000", "engine_batch_50000"):
+        cells = []
+        for e in (pg, my):
+            r = e.get(k, {})
+            cells += [f"{r.get('rows_per_second', 0):,}", str(r.get("vs_monolithic", "1.0" if k == "monolithic" else ""))]
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    lines += ["", "| | PostgreSQL | MariaDB |", "|---|---|---|"]
+    for k, label in (("batch_p50_ms", "batch p50 (ms), batch 1000"), ("batch_p99_ms", "batch p99 (ms), batch 1000")):
+        lines.append(f"| {label} | {pg.get('engine_batch_1000', {}).get(k)} | {my.get('engine_batch_1000', {}).get(k)} |")
+    for k, label in (("seconds_equal", "validate, tables equal (s)"), ("seconds_one_changed_row", "validate, one row changed (s)")):
+        lines.append(f"| {label} | {pg.get('validate', {}).get(k)} | {my.get('validate', {}).get(k)} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    base = ROOT / ".local" / "bench"
+    base.mkdir(parents=True, exist_ok=True)
+    results = {"rows": ROWS, "machine": f"{platform.machine()}, {os.cpu_count()} cores", "engines": {},
+               "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    for name, start in (("postgres", localdb.start_postgres_pair), ("mysql", localdb.start_mariadb_pair)):
+        try:
+            pair = start(base)
+        except localdb.MissingServerBinaries as exc:
+            print(f"[{name}] skipped: {exc}")
+            continue
+        results["engines"][name] = bench_engine(name, pair, pair.primary.database)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "latest.json").write_text(json.dumps(results, indent=2, default=str))
+    (OUT / "latest.md").write_text(markdown(results))
+    print(markdown(results))
+    localdb.stop(base)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
