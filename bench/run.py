@@ -144,7 +144,7 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
     run("seed_row_loop", lambda: seed_row_loop(db), LOOP_ROWS)
     for bs in (1000, 50000):
         times: list[float] = []
-        run(f"engine_batch_{bs}", lambda: engine(db, bs, times))
+        run(f"engine_batch_{bs}", lambda bs=bs, times=times: engine(db, bs, times))
         res[f"engine_batch_{bs}"].update({"batches": len(times), "batch_p50_ms": round(pct(times, 50) * 1000, 2),
                                           "batch_p99_ms": round(pct(times, 99) * 1000, 2)})
     cfg = RunConfig.from_params({"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new",

@@ -128,8 +128,8 @@ class Env:
 
 
 def _create_database(engine, pair, name):
-    import psycopg
     import MySQLdb
+    import psycopg
 
     if engine == "postgres":
         with psycopg.connect(host=pair.primary.host, port=pair.primary.port, user=pair.primary.user,

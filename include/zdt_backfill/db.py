@@ -115,7 +115,7 @@ class Database:
             if not cur.description:
                 return []
             names = [d[0] for d in cur.description]
-            return [dict(zip(names, row)) for row in cur.fetchall()]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     @staticmethod
     def execute(conn: Any, sql: str, params: tuple = ()) -> int:

@@ -18,6 +18,7 @@ from .db import Database
 from .dialects import expr
 from .errors import PreflightError
 
+
 @dataclass
 class DualWriteResult:
     mode: str
@@ -41,8 +42,8 @@ def dual_write_check_sql(config: RunConfig, db: Database) -> str:
     src = d.table(c.source_table, db.schema)
     since = "now() - make_interval(secs => %s)" if d.name == "postgres" else "now(6) - INTERVAL %s SECOND"
     names = [d.quote(f"zdt_c{i}") for i in range(len(c.columns))]
-    proj = ", ".join(f"{expr(e)} AS {n}" for e, n in zip(c.columns.values(), names))
-    equal = " AND ".join(d.null_safe_equal(f"t.{d.quote(col)}", f"s.{n}") for col, n in zip(c.columns, names))
+    proj = ", ".join(f"{expr(e)} AS {n}" for e, n in zip(c.columns.values(), names, strict=True))
+    equal = " AND ".join(d.null_safe_equal(f"t.{d.quote(col)}", f"s.{n}") for col, n in zip(c.columns, names, strict=True))
     tgt = d.table(c.target_table, db.schema)
     return (
         f"SELECT count(*), coalesce(sum(CASE WHEN t.{k} IS NULL OR NOT ({equal}) THEN 1 ELSE 0 END), 0)"

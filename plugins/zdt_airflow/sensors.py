@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
 from airflow.sdk import BaseSensorOperator, Context
+from airflow.sdk.exceptions import AirflowFailException
+from zdt_backfill.config import RunConfig
 
 from zdt_airflow.triggers import ReplicaLagTrigger, measure_lag
-from zdt_backfill.config import RunConfig
 
 
 class ReplicaLagSensor(BaseSensorOperator):

@@ -31,7 +31,7 @@ def test_task_groups_follow_the_expand_contract_windows(bag):
         "preflight.check", "dual_write.confirm", "backfill.copy_partition", "replica_catchup.wait_for_replicas",
         "validation.checksum", "decide",
     ]
-    for up, down in zip(order, order[1:]):
+    for up, down in zip(order, order[1:], strict=False):
         assert down in dag.get_task(up).downstream_task_ids, f"{up} -> {down}"
     assert dag.get_task("decide").downstream_task_ids == {"contract.flip_routing", "rollback.stop_backfill"}
     report = dag.get_task("report.write_report")
@@ -59,9 +59,9 @@ def test_every_param_is_titled_described_and_sectioned(bag):
 
 
 def test_params_reject_unsafe_identifiers_before_any_task(bag):
-    from airflow.sdk.exceptions import ParamValidationError
-
     import copy
+
+    from airflow.sdk.exceptions import ParamValidationError
 
     params = copy.deepcopy(bag.dags["zero_downtime_backfill"].params)
     params.validate()  # the defaults are valid

@@ -5,10 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 import localdb
-from conftest import USERS_COLUMNS, missing, projection_diff, seed_users, source_fingerprint, users_conf
+import pytest
+from conftest import missing, projection_diff, seed_users, source_fingerprint, users_conf
 from zdt_backfill import checksum, contract, rollback
 from zdt_backfill.checkpoint import CheckpointStore
 from zdt_backfill.chunker import Partition

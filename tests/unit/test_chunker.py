@@ -1,7 +1,6 @@
 """Partition planning: contiguous, covering, bounded by rows; empty and tiny tables."""
 
 import pytest
-
 from zdt_backfill.checksum import validation_ranges
 from zdt_backfill.chunker import Partition, plan_partitions
 from zdt_backfill.dialects import Range
@@ -31,7 +30,7 @@ def test_partitions_are_contiguous_and_cover_every_key_once(lo, hi, n):
     parts = plan_partitions(lo, hi, hi - lo + 1, n, 1)
     assert len(parts) == min(n, hi - lo + 1)
     assert parts[0].lo == lo and parts[-1].hi == hi
-    for a, b in zip(parts, parts[1:]):
+    for a, b in zip(parts, parts[1:], strict=False):
         assert b.lo == a.hi + 1
     if hi - lo < 10_000:
         assert covered(parts) == list(range(lo, hi + 1))
