@@ -74,8 +74,15 @@ class Dialect:
         return (" AND ".join(parts) or "1 = 1"), tuple(params)
 
     # ------------------------------------------------------------------ keyset chunking
-    def key_bounds_sql(self, table: str, key: str, schema: str | None = None) -> str:
-        """``(min(key), max(key), estimated rows)`` of a table; both ends use the key index."""
+    def key_bounds_sql(self, table: str, key: str, schema: str | None = None) -> tuple[str, Params]:
+        """``(min(key), max(key), estimated rows)`` of a table; both ends use the key index,
+        the estimate comes from catalog statistics (no count)."""
+        k, t = self.quote(key), self.table(table, schema)
+        sql, params = self.rows_estimate_sql(table, schema)
+        return f"SELECT (SELECT min({k}) FROM {t}), (SELECT max({k}) FROM {t}), ({sql})", params
+
+    def rows_estimate_sql(self, table: str, schema: str | None = None) -> tuple[str, Params]:
+        """A scalar query estimating a table's rows from catalog statistics."""
         raise NotImplementedError
 
     def chunk_end_sql(self, table: str, key: str, schema: str | None = None) -> str:
@@ -252,17 +259,11 @@ class PostgresDialect(Dialect):
     name = "postgres"
     _preparer = sa_postgresql.dialect().identifier_preparer
 
-    def key_bounds_sql(self, table: str, key: str, schema: str | None = None) -> str:
-        k = self.quote(key)
-        return (
-            f"SELECT (SELECT min({k}) FROM {self.table(table, schema)}),"
-            f" (SELECT max({k}) FROM {self.table(table, schema)}),"
-            " (SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c WHERE c.oid = %s::regclass)"
+    def rows_estimate_sql(self, table, schema=None):
+        # the regclass parameter is the quoted, qualified name
+        return "SELECT greatest(c.reltuples, 0)::bigint FROM pg_class c WHERE c.oid = %s::regclass", (
+            self.table(table, schema),
         )
-
-    def regclass_param(self, table: str, schema: str | None = None) -> str:
-        """The text a ``%s::regclass`` parameter needs: the quoted, qualified name."""
-        return self.table(table, schema)
 
     def copy_batch_sql(self, source, target, key, columns, schema=None, key_index=None):
         k = self.quote(key)
@@ -339,13 +340,11 @@ class MySQLDialect(Dialect):
     name = "mysql"
     _preparer = sa_mysql.dialect().identifier_preparer
 
-    def key_bounds_sql(self, table: str, key: str, schema: str | None = None) -> str:
-        k = self.quote(key)
+    def rows_estimate_sql(self, table, schema=None):
         return (
-            f"SELECT (SELECT min({k}) FROM {self.table(table, schema)}),"
-            f" (SELECT max({k}) FROM {self.table(table, schema)}),"
-            " (SELECT table_rows FROM information_schema.tables"
-            " WHERE table_schema = coalesce(%s, database()) AND table_name = %s)"
+            "SELECT table_rows FROM information_schema.tables WHERE table_schema = coalesce(%s, database())"
+            " AND table_name = %s",
+            (schema, table),
         )
 
     def copy_batch_sql(self, source, target, key, columns, schema=None, key_index=None):

@@ -158,10 +158,7 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     key_index = indexes[0]
 
     # Bounds and partitions
-    if d.name == "postgres":
-        bounds = db.query(conn, d.key_bounds_sql(c.source_table, c.key, db.schema), (d.regclass_param(c.source_table, db.schema),))
-    else:
-        bounds = db.query(conn, d.key_bounds_sql(c.source_table, c.key, db.schema), (db.schema, c.source_table))
+    bounds = db.query(conn, *d.key_bounds_sql(c.source_table, c.key, db.schema))
     min_key, max_key, est = bounds[0]
     est = int(est or 0)
     if min_key is not None and est <= 0:

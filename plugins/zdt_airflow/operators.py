@@ -190,46 +190,42 @@ class DecideBranchOperator(BaseBranchOperator, BackfillOperator):
         return CONTRACT_FIRST if d.branch == "contract" else ROLLBACK_FIRST
 
 
-class ContractOperator(BackfillOperator):
-    """One contract step: ``flip_routing``, ``drop_legacy`` or ``reclaim_storage``."""
+class StepOperator(BackfillOperator):
+    """Runs one named step of a phase; subclasses map step names to engine calls in ``STEPS``."""
 
-    STEPS = ("flip_routing", "drop_legacy", "reclaim_storage")
+    STEPS: dict[str, Callable[[RunConfig, Database], Any]] = {}
 
     def __init__(self, *, step: str, **kwargs: Any) -> None:
         if step not in self.STEPS:
-            raise ValueError(f"step must be one of {self.STEPS}")
+            raise ValueError(f"step must be one of {sorted(self.STEPS)}, got {step!r}")
         super().__init__(**kwargs)
         self.step = step
 
     def run(self, config, db, context):
-        if self.step == "flip_routing":
-            return contract.flip_routing(config, db, contract.NEW)
-        if self.step == "drop_legacy":
-            return contract.drop_legacy(config, db)
-        return contract.reclaim_storage(config, db)
+        return self.STEPS[self.step](config, db)
 
 
-class RollbackOperator(BackfillOperator):
-    """One rollback step: ``stop``, ``flip_routing``, ``empty_target``, ``reset_sequences``, ``clear_caches``."""
+class ContractOperator(StepOperator):
+    """One contract step: ``flip_routing`` (to ``new``), ``drop_legacy`` (only if conf asks), ``reclaim_storage``."""
 
-    STEPS = ("stop", "flip_routing", "empty_target", "reset_sequences", "clear_caches")
+    STEPS = {
+        "flip_routing": lambda config, db: contract.flip_routing(config, db, contract.NEW),
+        "drop_legacy": contract.drop_legacy,
+        "reclaim_storage": contract.reclaim_storage,
+    }
 
-    def __init__(self, *, step: str, **kwargs: Any) -> None:
-        if step not in self.STEPS:
-            raise ValueError(f"step must be one of {self.STEPS}")
-        super().__init__(**kwargs)
-        self.step = step
 
-    def run(self, config, db, context):
-        if self.step == "stop":
-            return {"stopped": rollback.stop(config, db)}
-        if self.step == "flip_routing":
-            return contract.flip_routing(config, db, contract.LEGACY)
-        if self.step == "empty_target":
-            return rollback.empty_target(config, db)
-        if self.step == "reset_sequences":
-            return {"sequences": rollback.reset_sequences(config, db)}
-        return rollback.clear_caches(config)
+class RollbackOperator(StepOperator):
+    """One rollback step: ``stop``, ``flip_routing`` (back to ``legacy``), ``empty_target``,
+    ``reset_sequences``, ``clear_caches``."""
+
+    STEPS = {
+        "stop": lambda config, db: {"stopped": rollback.stop(config, db)},
+        "flip_routing": lambda config, db: contract.flip_routing(config, db, contract.LEGACY),
+        "empty_target": rollback.empty_target,
+        "reset_sequences": lambda config, db: {"sequences": rollback.reset_sequences(config, db)},
+        "clear_caches": lambda config, db: rollback.clear_caches(config),
+    }
 
 
 class ReportOperator(BackfillOperator):
