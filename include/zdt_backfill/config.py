@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .identifiers import validate_expression, validate_identifier
@@ -251,15 +252,28 @@ class RunConfig:
         return self.max_rows_per_second / self.partitions
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict of the resolved config (profile and thresholds expanded)."""
+        """JSON-ready dict of the resolved config (profile and thresholds expanded), safe to
+        log: a password in ``cache_redis_url`` is masked."""
         d = dataclasses.asdict(self)
         d["profile"] = self.profile.name
+        d["cache_redis_url"] = _mask_password(self.cache_redis_url)
         d["replica_conn_ids"] = list(self.replica_conn_ids)
         d["legacy_columns"] = list(self.legacy_columns)
         return d
 
 
 # ---------------------------------------------------------------------- helpers
+def _mask_password(url: str | None) -> str | None:
+    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _required(p: Mapping[str, Any], name: str) -> Any:
     if p.get(name) in (None, ""):
         raise ConfigError(f"{name} is required")

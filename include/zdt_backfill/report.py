@@ -90,8 +90,28 @@ def to_markdown(r: dict[str, Any]) -> str:
     ]
     if v.get("sample_keys"):
         lines.append(f"- differing keys (sample): {v['sample_keys']}")
-    lines.append(f"- outcome: {r.get('outcome')}")
+    lines.append(f"- outcome: {_outcome_text(r.get('outcome') or {})}")
     return "\n".join(lines) + "\n"
+
+
+def _outcome_text(o: dict[str, Any]) -> str:
+    state = o.get("state", "unknown")
+    if state == "contracted":
+        c = o.get("contract") or {}
+        flag = c.get("flip_routing") or {}
+        dropped = (c.get("drop_legacy") or {}).get("dropped") or []
+        reclaim = (c.get("reclaim_storage") or {}).get("statement")
+        return (f"contracted: routing flag {flag.get('flag')} -> {flag.get('to')}; "
+                f"{'dropped ' + ', '.join(dropped) if dropped else 'legacy schema kept'}; "
+                f"{reclaim or 'no storage reclaim'}")
+    if state == "rolled_back":
+        rb = o.get("rollback") or {}
+        flag = rb.get("flip_routing") or {}
+        emptied = (rb.get("empty_target") or {}).get("statement")
+        caches = (rb.get("clear_caches") or {}).get("cleared", 0)
+        return (f"rolled back: routing flag {flag.get('flag')} -> {flag.get('to')}; {emptied}; "
+                f"sequences reset: {(rb.get('reset_sequences') or {}).get('sequences') or 'none'}; cache keys cleared: {caches}")
+    return f"{state}: {o.get('hint', '')}"
 
 
 def write(report: dict[str, Any], reports_dir: Path) -> Path:

@@ -83,3 +83,10 @@ def test_dual_write_check_needs_a_timestamp_column():
     with pytest.raises(ConfigError, match="dual_write_updated_column"):
         make(dual_write="check", dual_write_updated_column=None)
     assert make(dual_write="assumed").dual_write_updated_column is None
+
+
+def test_secrets_are_masked_in_the_loggable_dict():
+    c = make(cache_redis_url="redis://app:s3cret@cache:6379/0", cache_key_pattern="users:*")
+    assert c.cache_redis_url == "redis://app:s3cret@cache:6379/0"  # the engine still uses it
+    assert c.to_dict()["cache_redis_url"] == "redis://app:***@cache:6379/0"
+    assert "s3cret" not in str(c.to_dict())
