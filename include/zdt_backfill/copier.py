@@ -28,6 +28,7 @@ from .checkpoint import CheckpointStore, PartitionProgress
 from .chunker import Chunk, IntegerKeysetChunker, Partition
 from .config import RunConfig
 from .db import Database
+from .errors import BatchError
 from .lag import LagProbe
 from .throttler import Throttler
 
@@ -170,8 +171,10 @@ class PartitionCopier:
         :raises RunStoppedError: the run was stopped (rollback) or lost its lock.
         :raises CheckpointConflictError: another worker copies the same partition.
         :raises ThrottleTimeoutError: replicas lagged past the gate for too long.
-        :raises Exception: a non-transient database error, or a transient one that
-            persisted through :data:`BATCH_ATTEMPTS` attempts.
+        :raises BatchError: a constraint violation, bad data or bad SQL in a batch
+            (permanent: the batch rolled back; the checkpoint is before it).
+        :raises Exception: a transient database error that persisted through
+            :data:`BATCH_ATTEMPTS` attempts.
         """
         cfg = self.config
         started = time.monotonic()
@@ -198,7 +201,15 @@ class PartitionCopier:
             while True:
                 self.throttler.before_batch()
                 t0 = time.monotonic()
-                done = retrying(self._batch, progress)
+                try:
+                    done = retrying(self._batch, progress)
+                except Exception as exc:
+                    if self.db.is_permanent(exc):
+                        raise BatchError(
+                            f"partition {self.partition.label}: batch after key {self.chunker.watermark} failed "
+                            f"and a retry cannot fix it: {exc}"
+                        ) from exc
+                    raise
                 if done is None:
                     break
                 chunk, rows = done

@@ -136,6 +136,20 @@ class Database:
             conn.close()
 
     # ------------------------------------------------------------------ errors
+    def is_permanent(self, exc: BaseException) -> bool:
+        """True for errors no retry can fix: constraint violations, bad data, bad SQL."""
+        if self.dialect.name == "postgres":
+            import psycopg
+
+            kinds: tuple[type[BaseException], ...] = (
+                psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError,
+            )
+        else:
+            import MySQLdb
+
+            kinds = (MySQLdb.IntegrityError, MySQLdb.DataError, MySQLdb.ProgrammingError)
+        return isinstance(exc, kinds) and not self.is_transient(exc)
+
     def is_transient(self, exc: BaseException) -> bool:
         """True for errors a retry can fix: lock waits, deadlocks, timeouts, lost connections."""
         if self.dialect.name == "postgres":

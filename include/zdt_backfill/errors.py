@@ -37,5 +37,9 @@ class RunStoppedError(PermanentError):
     """The run was stopped (rollback or takeover) while a partition was copying."""
 
 
+class BatchError(PermanentError):
+    """A batch failed for a reason a retry cannot fix (constraint violation, bad data)."""
+
+
 class ThrottleTimeoutError(BackfillError):
     """Throttled for longer than allowed (replica lag never came back under the limit)."""

@@ -14,7 +14,7 @@ from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig
 from zdt_backfill.copier import PartitionCopier
 from zdt_backfill.db import Database
-from zdt_backfill.errors import ConcurrentRunError, PreflightError
+from zdt_backfill.errors import BatchError, ConcurrentRunError, PreflightError
 from zdt_backfill.lag import ReplicaStatusProbe
 from zdt_backfill.preflight import run_preflight
 
@@ -74,7 +74,7 @@ def _install_failure(env, key: int) -> None:
 
 def test_a_failed_partition_resumes_from_its_checkpoint_without_recopying(env):
     seed_users(env, 10_000)
-    _install_failure(env, 6_123)
+    _install_failure(env, 6_123)  # raised like an application error: a retry would not fix it
     config = RunConfig.from_params(users_conf(env, batch_size=1_000, partitions=1), run_id="resume")
     plan = run_preflight(config, env.db, [])
     part = Partition.from_dict(plan.partitions[0])
@@ -103,8 +103,10 @@ def test_foreign_key_errors_fail_the_batch_instead_of_being_skipped(env):
         {"conn_id": "x", "source_table": "src", "target_table": "dst", "key": "id",
          "columns": {"parent_id": "parent_id"}, "profile": "dev", "dual_write": "assumed"}, run_id="fk")
     plan = run_preflight(config, env.db, [])
-    with pytest.raises(Exception, match="(?i)foreign key"):
-        PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index).run()
+    copier = PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index)
+    with pytest.raises(BatchError, match="(?i)foreign key") as err:
+        copier.run()
+    assert "a retry cannot fix it" in str(err.value) and copier.retries == 0
     assert env.scalar("SELECT count(*) FROM dst") == 0  # the whole batch rolled back
 
 
