@@ -43,6 +43,8 @@ def airflow_env() -> dict[str, str]:
     env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), env.get("PYTHONPATH", "")])
+    # `airflow standalone` starts its components as `airflow ...` from PATH: the venv's first.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
@@ -172,6 +174,10 @@ def run_standalone() -> int:
     env["AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION"] = "False"
     env["AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL"] = "30"
     home = Path(env["AIRFLOW_HOME"])
+    say("migrating the metadata DB, parsing the DAGs and unpausing zero_downtime_backfill")
+    for args in (("db", "migrate"), ("dags", "reserialize"), ("dags", "unpause", "zero_downtime_backfill")):
+        if airflow(*args, env=env, log=LOCAL / "airflow-setup.log") != 0:
+            sys.exit(f"`airflow {' '.join(args)}` failed: see {LOCAL / 'airflow-setup.log'}")
     passwords = home / "simple_auth_manager_passwords.json.generated"
     say("starting `airflow standalone` (api-server, scheduler, dag-processor, triggerer); Ctrl-C stops it")
     proc = subprocess.Popen([sys.executable, "-m", "airflow", "standalone"], env=env)
