@@ -2,12 +2,14 @@
 
 Each batch, in one transaction:
 
-1. pin the plan (:meth:`~.dialects.Dialect.batch_local_setup`);
-2. find the chunk's last key (:class:`~.chunker.IntegerKeysetChunker`);
-3. copy the chunk with one set-based statement (``INSERT ... SELECT`` insert-if-absent,
+1. find the chunk's last key (:class:`~.chunker.IntegerKeysetChunker`);
+2. copy the chunk with one set-based statement (``INSERT ... SELECT`` insert-if-absent,
    or ``UPDATE ... WHERE key range AND still NULL``);
-4. move the checkpoint watermark (guarded on the old watermark and the run lock);
-5. commit.
+3. move the checkpoint watermark (guarded on the old watermark and the run lock);
+4. commit.
+
+The batch session is set up once: short lock waits, a statement timeout, a run tag, and
+the plan pinned to the key index (:meth:`~.dialects.Dialect.plan_pinning`).
 
 A crash anywhere loses at most the uncommitted batch; the next attempt reads the
 checkpoint and resumes after the last committed chunk, so nothing is copied twice
@@ -120,6 +122,9 @@ class PartitionCopier:
                 self._conn, f"zdt_backfill:{c.run_id}:p{self.partition.index}", c.lock_timeout_seconds,
                 c.statement_timeout_seconds,
             )
+            for sql in self.db.dialect.plan_pinning():
+                self.db.execute(self._conn, sql)
+            self._conn.commit()
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -144,8 +149,6 @@ class PartitionCopier:
     def _batch(self, progress: PartitionProgress) -> tuple[Chunk, int] | None:
         conn = self._connection()
         try:
-            for sql in self.db.dialect.batch_local_setup():
-                self.db.execute(conn, sql)
             chunk = self.chunker.next(conn)
             if chunk is None:
                 conn.rollback()

@@ -147,8 +147,9 @@ class Dialect:
         timeout, and a tag naming the run so DBAs can find it."""
         raise NotImplementedError
 
-    def batch_local_setup(self) -> list[str]:
-        """Statements run at the start of each batch transaction (plan pinning)."""
+    def plan_pinning(self) -> list[str]:
+        """Session statements that pin the batch plan to the key index; run once on each
+        batch session, and inside pre-flight's ``EXPLAIN`` transaction, which rolls back."""
         return []
 
     # ------------------------------------------------------------------ validation
@@ -283,11 +284,11 @@ class PostgresDialect(Dialect):
             ("SELECT set_config('application_name', %s, false)", (tag[:63],)),
         ]
 
-    def batch_local_setup(self):
+    def plan_pinning(self):
         # The seed's "force index hints if the optimizer defaults to full table scans":
-        # PostgreSQL has no hints, so each batch transaction turns sequential scans off
-        # locally; pre-flight EXPLAINs under the same setting.
-        return ["SET LOCAL enable_seqscan = off"]
+        # PostgreSQL has no hints, so batch sessions turn sequential scans off (their
+        # connection runs nothing but batches); pre-flight EXPLAINs under the same setting.
+        return ["SET enable_seqscan = off"]
 
     def row_hash(self, values):
         parts = ", ".join(f"coalesce(({v})::text, '\\N')" for v in values)

@@ -174,7 +174,7 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         else:
             stmt = d.fill_batch_sql(c.source_table, c.key, c.columns, db.schema)
         try:
-            for s in d.batch_local_setup():
+            for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
                 db.execute(conn, s)
             if d.name == "postgres":
                 explain = db.query(conn, "EXPLAIN (FORMAT JSON) " + stmt, (lo, hi))[0][0]
