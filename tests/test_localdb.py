@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import closing
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -77,32 +76,10 @@ def start_mariadb() -> Callable[..., localdb.Pair]:
 
 def _execute(server: localdb.Server, sql: str) -> list[tuple[Any, ...]]:
     """Run one statement on ``server`` in its backfill database; return the rows."""
-    if server.engine == "postgres":
-        import psycopg
-
-        conn: Any = psycopg.connect(
-            host=server.host,
-            port=server.port,
-            user=server.user,
-            dbname=server.database,
-            autocommit=True,
-        )
-    else:
-        import MySQLdb
-
-        conn = MySQLdb.connect(
-            host=server.host,
-            port=server.port,
-            user=server.user,
-            password=server.password,
-            database=server.database,
-            autocommit=True,
-        )
-    with closing(conn):
+    with localdb._connect(server) as conn:
         cursor = conn.cursor()
         cursor.execute(sql)
         return list(cursor.fetchall()) if cursor.description else []
-
 
 def _count(server: localdb.Server) -> int:
     return _execute(server, "SELECT count(*) FROM items")[0][0]

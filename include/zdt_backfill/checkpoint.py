@@ -61,8 +61,8 @@ class CheckpointStore:
         self.runs = d.table(RUNS, db.schema)
         self.checkpoints = d.table(CHECKPOINTS, db.schema)
         self.flags = d.table(FLAGS, db.schema)
-        self._ts = "timestamptz" if d.name == "postgres" else "timestamp(6)"
-        self._now = "now()" if d.name == "postgres" else "current_timestamp(6)"
+        self._ts = d.timestamp_type
+        self._now = d.now
 
     # ------------------------------------------------------------------ DDL
     def create_tables(self, conn: Any) -> None:

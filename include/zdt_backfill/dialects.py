@@ -50,6 +50,11 @@ class Dialect:
 
     name = "base"
     _preparer = None
+    #: SQL naming the connection's current schema (PostgreSQL) / database (MySQL).
+    current_schema = ""
+    #: Column type and expression of a microsecond timestamp, for the control tables.
+    timestamp_type = ""
+    now = ""
 
     # ------------------------------------------------------------------ naming
     def quote(self, name: str) -> str:
@@ -241,7 +246,10 @@ class Dialect:
     # ------------------------------------------------------------------ catalog
     def columns_sql(self) -> str:
         """Params ``(schema_or_null, table)``: rows ``(column_name, data_type, is_nullable)``."""
-        raise NotImplementedError
+        return (
+            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
+            f" WHERE table_schema = coalesce(%s, {self.current_schema}) AND table_name = %s ORDER BY ordinal_position"
+        )
 
     def key_index_sql(self) -> str:
         """Params ``(schema_or_null, table, column)``: names of indexes whose first column is ``column``."""
@@ -250,15 +258,15 @@ class Dialect:
     def replica_lag_sql(self) -> str:
         raise NotImplementedError
 
-    def now_sql(self) -> str:
-        return "CURRENT_TIMESTAMP"
-
 
 class PostgresDialect(Dialect):
     """PostgreSQL 12+ (tested on 15)."""
 
     name = "postgres"
     _preparer = sa_postgresql.dialect().identifier_preparer
+    current_schema = "current_schema()"
+    timestamp_type = "timestamptz"
+    now = "now()"
 
     def rows_estimate_sql(self, table, schema=None):
         # the regclass parameter is the quoted, qualified name
@@ -297,12 +305,6 @@ class PostgresDialect(Dialect):
     def null_safe_equal(self, a, b):
         return f"{a} IS NOT DISTINCT FROM {b}"
 
-    def columns_sql(self):
-        return (
-            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
-            " WHERE table_schema = coalesce(%s, current_schema()) AND table_name = %s ORDER BY ordinal_position"
-        )
-
     def key_index_sql(self):
         return (
             "SELECT i.relname FROM pg_index x"
@@ -340,6 +342,9 @@ class MySQLDialect(Dialect):
 
     name = "mysql"
     _preparer = sa_mysql.dialect().identifier_preparer
+    current_schema = "database()"
+    timestamp_type = "timestamp(6)"
+    now = "current_timestamp(6)"
 
     def rows_estimate_sql(self, table, schema=None):
         return (
@@ -381,12 +386,6 @@ class MySQLDialect(Dialect):
         # latin1 column against a utf8mb4 expression is otherwise an "illegal mix of
         # collations", and a case-insensitive collation would call 'A' and 'a' equal.
         return f"cast(cast({a} AS char) AS binary) <=> cast(cast({b} AS char) AS binary)"
-
-    def columns_sql(self):
-        return (
-            "SELECT column_name, data_type, is_nullable = 'YES' FROM information_schema.columns"
-            " WHERE table_schema = coalesce(%s, database()) AND table_name = %s ORDER BY ordinal_position"
-        )
 
     def key_index_sql(self):
         return (
