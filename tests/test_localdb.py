@@ -18,8 +18,9 @@ from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
-import localdb
 import pytest
+
+import localdb
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "localdb.py"
 

@@ -20,7 +20,6 @@ from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
-from zdt_backfill.config import MAX_BATCH_SIZE, MAX_PARTITIONS, PROFILES
 
 from zdt_airflow.operators import (
     ContractOperator,
@@ -33,6 +32,7 @@ from zdt_airflow.operators import (
     ValidateOperator,
 )
 from zdt_airflow.sensors import ReplicaLagSensor
+from zdt_backfill.config import MAX_BATCH_SIZE, MAX_PARTITIONS, PROFILES
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 

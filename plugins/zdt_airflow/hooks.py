@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseHook
+
 from zdt_backfill.db import Database
 from zdt_backfill.dialects import dialect_for
 from zdt_backfill.errors import ConfigError

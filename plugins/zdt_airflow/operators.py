@@ -18,6 +18,8 @@ from typing import Any, Callable
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
+
+from zdt_airflow.hooks import BackfillHook
 from zdt_backfill import checksum, contract, dualwrite, preflight, report, rollback
 from zdt_backfill.checkpoint import CheckpointStore
 from zdt_backfill.chunker import Chunk, Partition
@@ -27,8 +29,6 @@ from zdt_backfill.db import Database
 from zdt_backfill.decision import decide_branch
 from zdt_backfill.errors import PermanentError
 from zdt_backfill.lag import ReplicaStatusProbe, max_lag
-
-from zdt_airflow.hooks import BackfillHook
 
 #: Task ids inside the DAG (group-prefixed); the branch and the report refer to them.
 PREFLIGHT_TASK = "preflight.check"

@@ -7,9 +7,9 @@ from typing import Any
 
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
-from zdt_backfill.config import RunConfig
 
 from zdt_airflow.triggers import ReplicaLagTrigger, measure_lag
+from zdt_backfill.config import RunConfig
 
 
 class ReplicaLagSensor(BaseSensorOperator):

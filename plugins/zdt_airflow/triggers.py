@@ -13,9 +13,8 @@ from asgiref.sync import sync_to_async
 
 def measure_lag(conn_ids: list[str]) -> dict[str, float | None]:
     """Lag (s) of each replica connection; ``None`` when unreachable or unknown."""
-    from zdt_backfill.lag import ReplicaStatusProbe
-
     from zdt_airflow.hooks import BackfillHook
+    from zdt_backfill.lag import ReplicaStatusProbe
 
     readings: dict[str, float | None] = {}
     for conn_id in conn_ids:

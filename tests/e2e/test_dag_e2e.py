@@ -17,6 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT, projection_diff, seed_users, source_fingerprint, users_conf
 
 pytestmark = pytest.mark.e2e

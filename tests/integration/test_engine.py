@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-import localdb
 import pytest
+
+import localdb
 from conftest import missing, projection_diff, seed_users, source_fingerprint, users_conf
 from zdt_backfill import checksum, contract, rollback
 from zdt_backfill.checkpoint import CheckpointStore

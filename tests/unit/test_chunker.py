@@ -1,6 +1,7 @@
 """Partition planning: contiguous, covering, bounded by rows; empty and tiny tables."""
 
 import pytest
+
 from zdt_backfill.checksum import validation_ranges
 from zdt_backfill.chunker import Partition, plan_partitions
 from zdt_backfill.dialects import Range

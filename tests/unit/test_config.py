@@ -1,6 +1,7 @@
 """RunConfig: profiles from the seed's matrix, overrides, and clear errors on bad conf."""
 
 import pytest
+
 from zdt_backfill.config import PROFILES, RunConfig
 from zdt_backfill.errors import ConfigError, UnsafeIdentifierError
 

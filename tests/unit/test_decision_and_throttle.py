@@ -3,6 +3,7 @@
 import time
 
 import pytest
+
 from zdt_backfill.config import Thresholds
 from zdt_backfill.decision import decide_branch, error_rate_pct
 from zdt_backfill.throttler import Throttler, decide

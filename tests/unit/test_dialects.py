@@ -1,6 +1,7 @@
 """SQL builders render the statements we expect: keyset ranges, quoting, no OFFSET."""
 
 import pytest
+
 from zdt_backfill.dialects import MySQLDialect, PostgresDialect, Range, dialect_for
 from zdt_backfill.errors import UnsafeIdentifierError
 
