@@ -173,11 +173,12 @@ def seed_users(env, rows: int, sparse_step: int = 1) -> None:
             "CREATE TABLE users_new (id BIGINT NOT NULL PRIMARY KEY, email_normalized VARCHAR(255) NULL,"
             " data_hash CHAR(32) NULL)",
         )
-        env.sql(
-            "INSERT INTO users_legacy SELECT 1 + (seq - 1) * %s, CONCAT('  User', seq, '@Example.COM '),"
-            " REPEAT(MD5(seq), 2), CURRENT_TIMESTAMP(6) - INTERVAL 2 DAY FROM seq_1_to_" + str(int(rows)),
-            (sparse_step,),
-        )
+        if rows > 0:  # seq_1_to_0 would count down (1, 0)
+            env.sql(
+                "INSERT INTO users_legacy SELECT 1 + (seq - 1) * %s, CONCAT('  User', seq, '@Example.COM '),"
+                " REPEAT(MD5(seq), 2), CURRENT_TIMESTAMP(6) - INTERVAL 2 DAY FROM seq_1_to_" + str(int(rows)),
+                (sparse_step,),
+            )
         env.sql("ANALYZE TABLE users_legacy")
 
 

@@ -202,7 +202,10 @@ def build_backfill_dag(
                 map_index_template="{{ partition_label }}",
             ).expand(partition=check.output)
         with TaskGroup("replica_catchup", tooltip="Replicas under the forward lag threshold"):
-            catchup = ReplicaLagSensor(task_id="wait_for_replicas", deferrable=True, poll_interval=1.0)
+            # NONE_FAILED: an empty source maps zero partitions (skipped); validation still runs.
+            catchup = ReplicaLagSensor(
+                task_id="wait_for_replicas", deferrable=True, poll_interval=1.0, trigger_rule=TriggerRule.NONE_FAILED
+            )
         with TaskGroup("validation", tooltip="Row counts and checksums, in the database"):
             validate = ValidateOperator(task_id="checksum")
         decide = DecideBranchOperator(task_id="decide")

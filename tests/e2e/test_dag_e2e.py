@@ -187,3 +187,13 @@ def test_unknown_table_fails_preflight_and_changes_nothing(env, backfill_dag, mo
     assert states["backfill.copy_partition"] in ("upstream_failed", None)
     tables = "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'zdt%%'"
     assert env.scalar(tables + (" AND table_schema = database()" if env.engine == "mysql" else "")) == 0
+
+
+def test_empty_source_table_still_validates_and_contracts(env, backfill_dag, monkeypatch):
+    seed_users(env, 0)
+    dr, states, report = run_dag(backfill_dag, env, monkeypatch, users_conf(env, replica_conn_ids=[env.replica_conn_id]))
+    assert str(dr.state) == "success", states
+    assert states["backfill.copy_partition"] == "skipped"  # mapped over zero partitions
+    assert states["validation.checksum"] == "success"
+    assert report["branch"] == "contract" and report["outcome"]["state"] == "contracted"
+    assert report["checksum"]["source_rows"] == 0 and report["rows_written"] == 0
