@@ -120,6 +120,15 @@ class CheckpointStore:
             )
         conn.commit()
 
+    def watermark(self, conn: Any, run_id: str, partition_no: int) -> int:
+        """The committed watermark of a partition."""
+        rows = self.db.query(
+            conn, f"SELECT watermark FROM {self.checkpoints} WHERE run_id = %s AND partition_no = %s",
+            (run_id, partition_no),
+        )
+        conn.rollback()
+        return int(rows[0][0])
+
     def set_state(self, conn: Any, lock_key: str, run_id: str, state: str) -> bool:
         """Set the state of the lock row if ``run_id`` holds it; return whether it did."""
         n = self.db.execute(
@@ -139,7 +148,10 @@ class CheckpointStore:
 
     # ------------------------------------------------------------------ checkpoints
     def open_partition(self, conn: Any, run_id: str, partition_no: int, lo: int, hi: int) -> PartitionProgress:
-        """Return the partition's checkpoint, creating it (watermark ``lo - 1``) if new."""
+        """Return the partition's checkpoint, creating it (watermark ``lo - 1``) if new.
+
+        :raises CheckpointConflictError: the partition was checkpointed with other bounds.
+        """
         cols = "partition_no, lo, hi, watermark, rows_written, keys_scanned, batches, retries, throttled_seconds, seconds, status"
         sql = f"SELECT {cols} FROM {self.checkpoints} WHERE run_id = %s AND partition_no = %s"
         rows = self.db.query(conn, sql, (run_id, partition_no))
@@ -153,6 +165,10 @@ class CheckpointStore:
             rows = self.db.query(conn, sql, (run_id, partition_no))
         conn.commit()
         r = rows[0]
+        if (r[1], r[2]) != (lo, hi):
+            raise CheckpointConflictError(
+                f"partition {partition_no} of run {run_id!r} was checkpointed as [{r[1]}..{r[2]}], not [{lo}..{hi}]"
+            )
         return PartitionProgress(
             partition_no=r[0], lo=r[1], hi=r[2], watermark=r[3], rows_written=r[4], keys_scanned=r[5],
             batches=r[6], retries=r[7], throttled_seconds=float(r[8]), seconds=float(r[9]), status=r[10],

@@ -111,6 +111,7 @@ class PartitionCopier:
             self.batch_sql = d.fill_batch_sql(config.source_table, config.key, config.columns, db.schema)
         self.on_batch = on_batch
         self.retries = 0
+        self._resync = False
         self._conn: Any = None
 
     # ------------------------------------------------------------------ connection
@@ -138,6 +139,7 @@ class PartitionCopier:
 
     def _before_retry(self, state: RetryCallState) -> None:
         self.retries += 1
+        self._resync = True
         exc = state.outcome.exception() if state.outcome else None
         log.warning(
             "partition %s: transient error on attempt %d, retrying in %.1fs: %s",
@@ -148,6 +150,15 @@ class PartitionCopier:
     # ------------------------------------------------------------------ one batch
     def _batch(self, progress: PartitionProgress) -> tuple[Chunk, int] | None:
         conn = self._connection()
+        if self._resync:
+            # After an error the commit may have happened with its acknowledgement lost:
+            # restart from what the checkpoint says was committed.
+            committed = self.store.watermark(conn, self.config.run_id, self.partition.index)
+            if committed != self.chunker.watermark:
+                log.info("partition %s: the last batch had committed; resuming after key %d",
+                         self.partition.label, committed)
+                self.chunker.open_at_watermark(committed)
+            self._resync = False
         try:
             chunk = self.chunker.next(conn)
             if chunk is None:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checkpoint import CheckpointStore
-from .chunker import plan_partitions
+from .chunker import Partition, plan_partitions
 from .config import RunConfig
 from .copier import lock_key
 from .db import Database
@@ -226,8 +226,17 @@ def run_preflight(config: RunConfig, db: Database, probes: list[LagProbe]) -> Pl
     with db.session() as conn:
         plan = inspect(config, db, conn, probes)
         store = CheckpointStore(db)
+        existing = store.progress(conn, config.run_id)
+        if existing:
+            # A re-run of pre-flight in the same run (a cleared task re-runs its setup): the
+            # checkpoints own the key ranges. A fresh plan could move partition bounds past
+            # stored watermarks and skip keys, so the original partitions are kept.
+            plan.partitions = [Partition(p.partition_no, p.lo, p.hi).to_dict() for p in existing]
+            log.info("run %s has checkpoints: resuming its %d partition(s)", config.run_id, len(existing))
         store.create_tables(conn)  # the first write of a run, after every check passed
         store.acquire(conn, lock_key(config), config.run_id, config.to_dict())
+        for p in plan.partitions:  # the plan is persisted: every partition gets its checkpoint now
+            store.open_partition(conn, config.run_id, p["index"], p["lo"], p["hi"])
     return plan
 
 

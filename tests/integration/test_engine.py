@@ -15,7 +15,7 @@ from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig
 from zdt_backfill.copier import PartitionCopier
 from zdt_backfill.db import Database
-from zdt_backfill.errors import BatchError, ConcurrentRunError, PreflightError
+from zdt_backfill.errors import BatchError, CheckpointConflictError, ConcurrentRunError, PreflightError
 from zdt_backfill.lag import ReplicaStatusProbe
 from zdt_backfill.preflight import run_preflight
 
@@ -320,3 +320,60 @@ def test_rollback_clears_cache_keys_by_pattern_with_real_redis(env):
     assert rollback.clear_caches(config)["cleared"] == 2_500
     assert client.dbsize() == 1 and client.get("orders:1") == b"1"
     client.flushdb()
+
+
+def test_rerunning_preflight_in_the_same_run_keeps_the_checkpointed_partitions(env):
+    seed_users(env, 3_000)
+    first = RunConfig.from_params(users_conf(env, batch_size=500, partitions=2), run_id="replan")
+    plan = run_preflight(first, env.db, [])
+    assert [(p["lo"], p["hi"]) for p in plan.partitions] == [(1, 1500), (1501, 3000)]
+    PartitionCopier(first, env.db, Partition.from_dict(plan.partitions[1]), plan.key_index).run()
+    # A cleared task re-runs pre-flight, which would now plan three partitions.
+    again = RunConfig.from_params(users_conf(env, batch_size=500, partitions=3), run_id="replan")
+    replan = run_preflight(again, env.db, [])
+    assert replan.partitions == plan.partitions
+    with pytest.raises(CheckpointConflictError, match="checkpointed as"):
+        PartitionCopier(again, env.db, Partition(1, 1001, 2000), replan.key_index).run()
+    PartitionCopier(again, env.db, Partition.from_dict(replan.partitions[0]), replan.key_index).run()
+    assert projection_diff(env) == 0
+
+
+class LostAckConnection:
+    """A real connection whose n-th commit succeeds on the server, then reports a lost connection."""
+
+    def __init__(self, conn, error, fail_on_commit: int):
+        self._conn, self._error, self._left = conn, error, fail_on_commit
+
+    def commit(self):
+        self._conn.commit()
+        self._left -= 1
+        if self._left == 0:
+            raise self._error
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_batch_whose_commit_acknowledgement_was_lost_is_not_copied_again(env):
+    import MySQLdb
+    import psycopg
+
+    seed_users(env, 2_000)
+    config = RunConfig.from_params(users_conf(env, batch_size=500, partitions=1), run_id="lostack")
+    plan = run_preflight(config, env.db, [])
+    error = psycopg.OperationalError("server closed the connection") if env.engine == "postgres" else \
+        MySQLdb.OperationalError(2013, "Lost connection to server during query")
+    real_connect = env.db.connect
+    calls = {"n": 0}
+
+    def connect():
+        calls["n"] += 1
+        # the batch session is the 2nd connection (after open_partition's); its 3rd commit is
+        # the session setup (1), plan pinning (2) ... so fail on the first batch commit
+        return LostAckConnection(real_connect(), error, 3) if calls["n"] == 2 else real_connect()
+
+    db = Database(connect=connect, dialect=env.db.dialect, schema=env.db.schema, name="lossy")
+    result = PartitionCopier(config, db, Partition.from_dict(plan.partitions[0]), plan.key_index).run()
+    assert result.retries == 1
+    assert result.progress["keys_scanned"] == 2_000 and result.progress["batches"] == 4
+    assert projection_diff(env) == 0
