@@ -152,6 +152,14 @@ def env(request):
     return Env(engine, pair, name)
 
 
+@pytest.fixture
+def pg_env(pg_pair):
+    """A fresh database on the PostgreSQL pair only, for PostgreSQL-specific behaviour."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    _create_database("postgres", pg_pair, name)
+    return Env("postgres", pg_pair, name)
+
+
 def seed_users(env, rows: int, sparse_step: int = 1) -> None:
     """Create users_legacy (``rows`` rows, keys 1, 1+step, ...) and an empty users_new, like the demo."""
     if env.engine == "postgres":

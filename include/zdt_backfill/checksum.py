@@ -40,6 +40,11 @@ class RangeChecksum:
     different: int = 0
     extra: int = 0
 
+    @property
+    def unexplained(self) -> bool:
+        """Checksums differ but the diff named no key: never taken as a match."""
+        return not self.match and not (self.missing or self.different or self.extra)
+
 
 @dataclass
 class ValidationResult:
@@ -65,6 +70,10 @@ class ValidationResult:
         return max(0.0, 100.0 * (1 - self.mismatched / self.source_rows))
 
     @property
+    def unexplained_ranges(self) -> int:
+        return sum(r.unexplained for r in self.ranges)
+
+    @property
     def count_parity(self) -> bool:
         return self.source_rows == self.target_rows
 
@@ -80,6 +89,7 @@ class ValidationResult:
             "match_pct": round(self.match_pct, 6),
             "ranges_checked": len(self.ranges),
             "ranges_mismatched": sum(not r.match for r in self.ranges),
+            "ranges_unexplained": self.unexplained_ranges,
             "sample_keys": self.sample_keys,
             "seconds": round(self.seconds, 3),
         }
@@ -105,14 +115,18 @@ def validate(config: RunConfig, db: Database, partitions: list[Partition]) -> Va
     result = ValidationResult()
     started = time.monotonic()
     with db.session() as conn:  # read-only: no lock or statement timeouts of the batch sessions
+        types_sql = d.column_types_sql(c.target_table, db.schema)
+        casts = {}
+        if types_sql:
+            casts = {name: t for name, t in db.query(conn, *types_sql) if name in c.columns}
         for rng in validation_ranges(partitions):
-            sql, params = d.checksum_sql(c.source_table, c.target_table, c.key, c.columns, rng, db.schema)
+            sql, params = d.checksum_sql(c.source_table, c.target_table, c.key, c.columns, rng, db.schema, casts)
             sn, sh, tn, th = db.query(conn, sql, params)[0]
             conn.rollback()
             rc = RangeChecksum(rng.lo, rng.hi, int(sn), int(tn), match=(sn == tn and sh == th))
             if not rc.match:
                 sql, params = d.diff_sql(
-                    c.source_table, c.target_table, c.key, c.columns, rng, db.schema, copy_mode=c.mode == "copy"
+                    c.source_table, c.target_table, c.key, c.columns, rng, db.schema, c.mode == "copy", casts
                 )
                 for key, kind in db.query(conn, sql, params):
                     setattr(rc, kind, getattr(rc, kind) + 1)

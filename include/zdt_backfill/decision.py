@@ -33,7 +33,13 @@ def error_rate_pct(errors: int, rows: int) -> float:
 
 
 def decide_branch(
-    match_pct: float, count_parity: bool, errors: int, rows: int, lag_seconds: float | None, t: Thresholds
+    match_pct: float,
+    count_parity: bool,
+    errors: int,
+    rows: int,
+    lag_seconds: float | None,
+    t: Thresholds,
+    unexplained_ranges: int = 0,
 ) -> BranchDecision:
     """Pure branch decision.
 
@@ -43,11 +49,15 @@ def decide_branch(
     :param rows: rows processed (keys scanned).
     :param lag_seconds: worst replica lag now (s), ``None`` if a replica is unreachable.
     :param t: the thresholds.
+    :param unexplained_ranges: ranges whose checksums differ though no differing key was
+        found; any such range rolls back (the checksum cannot vouch for it).
     :returns: ``contract`` with the conditions that held, or ``rollback`` with the ones that failed.
     """
     failed: list[str] = []
     if match_pct < t.min_checksum_match_pct:
         failed.append(f"checksum match {match_pct:.4f}% < {t.min_checksum_match_pct}%")
+    if unexplained_ranges:
+        failed.append(f"{unexplained_ranges} range(s) with differing checksums and no differing key found")
     if not count_parity and t.min_checksum_match_pct >= 100:
         failed.append("row counts differ")
     rate = error_rate_pct(errors, rows)

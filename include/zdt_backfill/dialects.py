@@ -170,20 +170,23 @@ class Dialect:
         columns: dict[str, str],
         rng: Range,
         schema: str | None = None,
+        casts: dict[str, str] | None = None,
     ) -> tuple[str, Params]:
         """One statement returning ``(source_rows, source_sum, target_rows, target_sum)`` for a range.
 
         The source side hashes the *expected projection* (key and each column
         expression); the target side hashes the key and the target columns. Both sides
         are read by one statement, so they see one snapshot even while the application
-        writes. The per-row hash is the first 64 bits of MD5 over the values joined by
-        ``|`` with NULL spelled ``\\N``, summed (pt-table-checksum XORs CRC32s; a sum
-        does not cancel duplicate rows). Equal counts and sums mean equal ranges.
+        writes. The per-row hash is the first 64 bits of MD5 over the values, each
+        length-prefixed (``5:alice``) and NULL spelled ``N``, so no two rows encode alike;
+        summed (pt-table-checksum XORs CRC32s; a sum does not cancel duplicate rows).
+        ``casts`` maps target columns to their SQL type: the expected value is the
+        expression cast to it, which is what the batch's INSERT stores.
         """
         k = self.quote(key)
         src_pred, src_params = self.range_predicate(key, rng)
         tgt_pred, tgt_params = self.range_predicate(key, rng)
-        src_hash = self.row_hash([k, *(expr(e) for e in columns.values())])
+        src_hash = self.row_hash([k, *self.expected(columns, casts)])
         tgt_hash = self.row_hash([k, *(self.quote(c) for c in columns)])
         sql = (
             "SELECT s.n, s.h, t.n, t.h FROM "
@@ -194,7 +197,13 @@ class Dialect:
         )
         return sql, src_params + tgt_params
 
+    def expected(self, columns: dict[str, str], casts: dict[str, str] | None) -> list[str]:
+        """The expected value of each target column: its expression, cast to the column's type if known."""
+        casts = casts or {}
+        return [f"CAST({expr(e)} AS {casts[c]})" if c in casts else expr(e) for c, e in columns.items()]
+
     def null_safe_equal(self, a: str, b: str) -> str:
+        """NULL-safe equality of two values as the checksum sees them (their text, byte for byte)."""
         raise NotImplementedError
 
     def diff_sql(
@@ -206,18 +215,21 @@ class Dialect:
         rng: Range,
         schema: str | None = None,
         copy_mode: bool = True,
+        casts: dict[str, str] | None = None,
     ) -> tuple[str, Params]:
         """Keys that differ in a range: rows ``(key, kind)`` with kind ``missing``,
         ``different`` or ``extra``.
 
         Run only on ranges whose checksums differ. The source projection is computed in
         a derived table, so column expressions resolve against the source alone. Values
-        compare NULL-safely: on PostgreSQL typed (``IS NOT DISTINCT FROM``, so ``1.0`` vs
-        ``1`` is no difference); on MySQL byte-for-byte on the text form the checksum
-        hashes (collations there are often case-insensitive and charsets mixed).
+        compare NULL-safely and byte for byte on the text form the checksum hashes, so
+        every range whose checksum differs has its differing keys named (collations are
+        often case-insensitive, and charsets mixed).
         """
         k = self.quote(key)
-        exprs = ", ".join(f"{expr(e)} AS {self.quote('zdt_c' + str(i))}" for i, e in enumerate(columns.values()))
+        exprs = ", ".join(
+            f"{e} AS {self.quote('zdt_c' + str(i))}" for i, e in enumerate(self.expected(columns, casts))
+        )
         src_pred, src_params = self.range_predicate(key, rng)
         equal = " AND ".join(
             self.null_safe_equal(f"t.{self.quote(c)}", f"s.{self.quote('zdt_c' + str(i))}")
@@ -254,6 +266,11 @@ class Dialect:
     def key_index_sql(self) -> str:
         """Params ``(schema_or_null, table, column)``: names of indexes whose first column is ``column``."""
         raise NotImplementedError
+
+    def column_types_sql(self, table: str, schema: str | None = None) -> tuple[str, Params] | None:
+        """Rows ``(column, SQL type)`` of a table, for :meth:`expected` casts; ``None`` where
+        the engine cannot cast to an arbitrary column type (MySQL)."""
+        return None
 
     def replica_lag_sql(self) -> str:
         raise NotImplementedError
@@ -299,11 +316,18 @@ class PostgresDialect(Dialect):
         return ["SET enable_seqscan = off"]
 
     def row_hash(self, values):
-        parts = ", ".join(f"coalesce(({v})::text, '\\N')" for v in values)
-        return f"('x' || substr(md5(concat_ws('|', {parts})), 1, 16))::bit(64)::bigint::numeric"
+        parts = ", ".join(f"coalesce(length(({v})::text) || ':' || ({v})::text, 'N')" for v in values)
+        return f"('x' || substr(md5(concat({parts})), 1, 16))::bit(64)::bigint::numeric"
 
     def null_safe_equal(self, a, b):
-        return f"{a} IS NOT DISTINCT FROM {b}"
+        return f'({a})::text COLLATE "C" IS NOT DISTINCT FROM ({b})::text COLLATE "C"'
+
+    def column_types_sql(self, table, schema=None):
+        return (
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (self.table(table, schema),),
+        )
 
     def key_index_sql(self):
         return (
@@ -378,8 +402,10 @@ class MySQLDialect(Dialect):
         ]
 
     def row_hash(self, values):
-        parts = ", ".join(f"coalesce(cast(({v}) AS char), '\\\\N')" for v in values)
-        return f"cast(conv(substring(md5(concat_ws('|', {parts})), 1, 16), 16, 10) AS unsigned)"
+        parts = ", ".join(
+            f"coalesce(concat(char_length(cast(({v}) AS char)), ':', cast(({v}) AS char)), 'N')" for v in values
+        )
+        return f"cast(conv(substring(md5(concat({parts})), 1, 16), 16, 10) AS unsigned)"
 
     def null_safe_equal(self, a, b):
         # Compare the bytes of the text form the checksum hashes (connection charset): a

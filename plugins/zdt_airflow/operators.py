@@ -183,7 +183,8 @@ class DecideBranchOperator(BaseBranchOperator, BackfillOperator):
             for p in probes:
                 p.close()
         d = decide_branch(
-            validation.get("match_pct", 0.0), validation.get("count_parity", False), errors, rows, lag, config.thresholds
+            validation.get("match_pct", 0.0), validation.get("count_parity", False), errors, rows, lag,
+            config.thresholds, unexplained_ranges=validation.get("ranges_unexplained", 1),
         )
         self.log.info("decision: %s because %s (replicas: %s)", d.branch, "; ".join(d.reasons), readings)
         ti.xcom_push(key="decision", value={**d.to_dict(), "lag_seconds": lag, "errors": errors, "rows": rows})

@@ -8,7 +8,7 @@ import time
 import pytest
 
 import localdb
-from conftest import missing, projection_diff, seed_users, source_fingerprint, users_conf
+from conftest import USERS_COLUMNS, missing, projection_diff, seed_users, source_fingerprint, users_conf
 from zdt_backfill import checksum, contract, rollback
 from zdt_backfill.checkpoint import CheckpointStore
 from zdt_backfill.chunker import Partition
@@ -227,6 +227,21 @@ def test_validation_is_exact_across_charsets_and_case(env):
     env.sql("UPDATE users_new SET email_normalized = upper(email_normalized) WHERE id = 500")
     v = checksum.validate(config, env.db, parts)
     assert (v.missing, v.different, v.extra) == (0, 1, 0) and v.sample_keys == {"different": [500]}
+
+
+def test_postgres_validation_sees_through_collations_and_column_types(pg_env):
+    env = pg_env
+    seed_users(env, 1_000)
+    env.sql("CREATE COLLATION zdt_ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)")
+    env.sql('ALTER TABLE users_new ALTER COLUMN email_normalized TYPE text COLLATE zdt_ci')
+    env.sql("ALTER TABLE users_new ADD COLUMN score numeric(10,2)")
+    columns = {**USERS_COLUMNS, "score": "id * 2"}  # integer expression, stored as 2.00
+    config, plan, _ = backfill(env, batch_size=400, columns=columns)
+    parts = [Partition.from_dict(p) for p in plan.partitions]
+    assert checksum.validate(config, env.db, parts).mismatched == 0  # 2 vs 2.00 is no difference
+    env.sql("UPDATE users_new SET email_normalized = upper(email_normalized) WHERE id = 321")
+    v = checksum.validate(config, env.db, parts)
+    assert v.sample_keys == {"different": [321]} and v.unexplained_ranges == 0
 
 
 def test_rollback_truncates_target_and_restarts_owned_sequences(env):

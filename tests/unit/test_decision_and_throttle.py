@@ -84,3 +84,8 @@ def test_rate_ceiling_paces_batches():
     elapsed = time.monotonic() - start
     assert elapsed >= 0.7
     assert t.throttled_seconds["rate"] >= 0.7
+
+
+def test_a_checksum_difference_nobody_can_explain_rolls_back():
+    d = decide_branch(100.0, True, 0, 1_000, 0.0, T, unexplained_ranges=1)
+    assert d.branch == "rollback" and "no differing key" in d.reasons[0]

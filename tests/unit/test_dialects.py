@@ -86,3 +86,16 @@ def test_dialect_for_rejects_unknown_engines():
     assert dialect_for("mariadb").name == "mysql"
     with pytest.raises(ValueError):
         dialect_for("oracle")
+
+
+@pytest.mark.parametrize("dialect", [PG, MY])
+def test_row_encoding_is_length_prefixed_so_values_cannot_shift(dialect):
+    h = dialect.row_hash(["a", "b"])
+    assert "':'" in h and "'N'" in h and "concat_ws" not in h
+
+
+def test_postgres_expected_values_are_cast_to_the_target_column_type():
+    sql, _ = PG.checksum_sql("s", "t", "id", {"c": "x * 100"}, Range(None, None), casts={"c": "bigint"})
+    assert "CAST((x * 100) AS bigint)" in sql
+    diff, _ = PG.diff_sql("s", "t", "id", {"c": "x"}, Range(None, None), casts={"c": "numeric(10,2)"})
+    assert "CAST((x) AS numeric(10,2))" in diff and 'COLLATE "C"' in diff
