@@ -146,7 +146,10 @@ def _create_database(engine, pair, name):
 def env(request):
     """A fresh database on each engine's pair (the test runs once per engine)."""
     engine = request.param
-    pair = request.getfixturevalue("pg_pair" if engine == "postgres" else "mariadb_pair")
+    return _fresh_env(engine, request.getfixturevalue("pg_pair" if engine == "postgres" else "mariadb_pair"))
+
+
+def _fresh_env(engine, pair):
     name = f"t_{uuid.uuid4().hex[:10]}"
     _create_database(engine, pair, name)
     return Env(engine, pair, name)
@@ -155,9 +158,13 @@ def env(request):
 @pytest.fixture
 def pg_env(pg_pair):
     """A fresh database on the PostgreSQL pair only, for PostgreSQL-specific behaviour."""
-    name = f"t_{uuid.uuid4().hex[:10]}"
-    _create_database("postgres", pg_pair, name)
-    return Env("postgres", pg_pair, name)
+    return _fresh_env("postgres", pg_pair)
+
+
+@pytest.fixture
+def mysql_env(mariadb_pair):
+    """A fresh database on the MariaDB pair only, for MySQL-specific behaviour."""
+    return _fresh_env("mysql", mariadb_pair)
 
 
 def seed_users(env, rows: int, sparse_step: int = 1) -> None:

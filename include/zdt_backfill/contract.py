@@ -42,12 +42,20 @@ def flip_routing(config: RunConfig, db: Database, value: str) -> dict[str, Any]:
     return {"flag": config.routing_flag, "from": before, "to": value}
 
 
-def drop_legacy(config: RunConfig, db: Database) -> dict[str, Any]:
-    """Drop the legacy table/columns if ``drop_legacy`` is set; returns what was done."""
+def drop_legacy(config: RunConfig, db: Database, mismatched_rows: int = 0) -> dict[str, Any]:
+    """Drop the legacy table/columns if ``drop_legacy`` is set and validation found no
+    differing row; returns what was done.
+
+    The forward threshold (99.99 %) tolerates a few differing rows for the routing flip;
+    dropping the legacy data would make them permanent, so any difference keeps it.
+    """
     c, d = config, db.dialect
     if not c.drop_legacy:
         log.info("drop_legacy is false: legacy schema kept")
         return {"dropped": [], "kept": True}
+    if mismatched_rows:
+        log.warning("drop_legacy refused: validation found %d differing row(s); legacy schema kept", mismatched_rows)
+        return {"dropped": [], "kept": True, "refused": f"{mismatched_rows} differing row(s)"}
     if c.mode == "copy":
         statements = [f"DROP TABLE {d.table(c.source_table, db.schema)}"]
         dropped = [c.source_table]

@@ -346,7 +346,7 @@ class PostgresDialect(Dialect):
             " JOIN pg_namespace n ON n.oid = t.relnamespace"
             " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = x.indkey[0]"
             " WHERE n.nspname = coalesce(%s, current_schema()) AND t.relname = %s AND a.attname = %s"
-            " AND x.indisunique AND x.indnatts = 1 AND x.indisvalid"
+            " AND x.indisunique AND x.indnatts = 1 AND x.indisvalid AND x.indpred IS NULL"
         )
 
     def replica_lag_sql(self):
@@ -425,6 +425,14 @@ class MySQLDialect(Dialect):
             "SELECT count(*) FROM (SELECT index_name FROM information_schema.statistics"
             " WHERE table_schema = coalesce(%s, database()) AND table_name = %s AND non_unique = 0"
             " GROUP BY index_name HAVING count(*) = 1 AND max(column_name) = %s) AS u"
+        )
+
+    def other_unique_indexes_sql(self):
+        """Params ``(schema_or_null, table, key)``: unique indexes of a table other than exactly ``(key)``."""
+        return (
+            "SELECT index_name FROM information_schema.statistics"
+            " WHERE table_schema = coalesce(%s, database()) AND table_name = %s AND non_unique = 0"
+            " GROUP BY index_name HAVING NOT (count(*) = 1 AND max(column_name) = %s)"
         )
 
     def replica_lag_sql(self):

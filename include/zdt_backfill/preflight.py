@@ -11,6 +11,13 @@ Checks (fatal unless marked *warn*):
   (and on the target in copy mode, which ``ON CONFLICT``/``ON DUPLICATE KEY`` needs);
 - the target columns are nullable (fatal in fill mode, which finds unfilled rows by
   ``IS NULL``; *warn* in copy mode);
+- fill mode: no target column is read by a column expression (that is an in-place
+  rewrite, not a backfill of a new column, and rollback would NULL the original data);
+- copy mode: the target holds no key absent from the source (it is a fresh expand
+  target, with at most dual-written rows, so rollback may truncate it), and on MySQL
+  it has no unique index besides the key (``ON DUPLICATE KEY`` would silently skip
+  rows colliding on it);
+- MySQL: the binlog is not statement-based (READ COMMITTED batches need row events);
 - ``EXPLAIN`` of the real batch statement reads the source through the key index
   (an index range scan, never a full table scan); this also proves the column
   expressions parse;
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +151,17 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         f"NOT NULL target column(s): {not_nullable}" if not_nullable else "target column(s) nullable",
         fatal=c.mode == "fill",
     )
+    if c.mode == "fill":
+        read = sorted(
+            col for col in c.columns
+            if any(re.search(rf"\b{re.escape(col)}\b", e, re.IGNORECASE) for e in c.columns.values())
+        )
+        checks.add(
+            "fill_columns_new",
+            not read,
+            f"column(s) {read} are read by the expressions: fill mode fills new columns, and its rollback "
+            "NULLs them" if read else "target columns are not read by the expressions",
+        )
     if c.dual_write == "check":
         uc = c.dual_write_updated_column
         checks.add("dual_write_column", uc in src_cols, f"source column {uc!r} {'found' if uc in src_cols else 'not found'} (dual_write_updated_column)")
@@ -154,7 +173,29 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     if c.mode == "copy":
         unique_tgt = db.query(conn, d.unique_key_sql(), (db.schema, c.target_table, c.key))[0][0]
         checks.add("target_key_unique", unique_tgt > 0, f"target has a unique index on {c.key!r}" if unique_tgt else f"target has no unique index on {c.key!r} (needed for insert-if-absent)")
+        if d.name == "mysql":
+            others = [r[0] for r in db.query(conn, d.other_unique_indexes_sql(), (db.schema, c.target_table, c.key))]
+            checks.add(
+                "target_other_unique",
+                not others,
+                f"target has unique index(es) {others} besides the key: MySQL's ON DUPLICATE KEY would "
+                "silently skip rows colliding on them" if others else "no other unique index on the target",
+            )
     checks.raise_if_failed()
+    if c.mode == "copy":
+        k = d.quote(c.key)
+        foreign = db.query(
+            conn,
+            f"SELECT count(*) FROM {d.table(c.target_table, db.schema)} AS t WHERE NOT EXISTS"
+            f" (SELECT 1 FROM {d.table(c.source_table, db.schema)} AS s WHERE s.{k} = t.{k})",
+        )[0][0]
+        checks.add(
+            "target_is_fresh",
+            foreign == 0,
+            f"target holds {foreign} row(s) whose key is not in the source: not a fresh expand target "
+            "(a rollback would truncate it)" if foreign else "target holds no key absent from the source",
+        )
+        checks.raise_if_failed()
     key_index = indexes[0]
 
     # Bounds and partitions
@@ -281,6 +322,12 @@ def _settings_checks(db: Database, conn: Any, checks: _Checks) -> None:
         lt = db.query(conn, "SHOW lock_timeout")[0][0]
         checks.add("settings", True, f"server lock_timeout={lt}; backfill sessions set their own lock_timeout", fatal=False)
         return
+    fmt, log_bin = db.query(conn, "SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin")[0]
+    checks.add(
+        "binlog_format",
+        not (int(log_bin) and str(fmt).upper() == "STATEMENT"),
+        f"binlog_format={fmt} (log_bin={log_bin}); READ COMMITTED batches need ROW or MIXED",
+    )
     v = int(db.query(conn, "SELECT @@GLOBAL.innodb_lock_wait_timeout")[0][0])
     checks.add(
         "settings",

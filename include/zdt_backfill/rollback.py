@@ -24,25 +24,38 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
 from .checkpoint import CheckpointStore
 from .chunker import IntegerKeysetChunker, Partition
 from .config import RunConfig
 from .copier import lock_key
 from .db import Database
+from .errors import RunStoppedError
 
 log = logging.getLogger(__name__)
 
+#: Attempts at TRUNCATE, each waiting at most lock_timeout_seconds for its lock.
+TRUNCATE_ATTEMPTS = 10
 #: Keys per SCAN call when clearing caches (a hint to Redis, not a limit).
 REDIS_SCAN_COUNT = 1000
 
 
 def stop(config: RunConfig, db: Database) -> bool:
-    """Signal running partitions to stop; returns whether this run held the lock."""
+    """Signal running partitions to stop.
+
+    :returns: True (this run holds the lock, now ``rolling_back``).
+    :raises RunStoppedError: this run does not hold the lock on the target (another run
+        took it): nothing of that run may be rolled back from here.
+    """
     store = CheckpointStore(db)
     with db.session() as conn:
-        if not store.tables_exist(conn):
-            return False
-        return store.set_state(conn, lock_key(config), config.run_id, "rolling_back")
+        if store.tables_exist(conn) and store.set_state(conn, lock_key(config), config.run_id, "rolling_back"):
+            return True
+        raise RunStoppedError(
+            f"run {config.run_id!r} does not hold the backfill lock on {lock_key(config)} "
+            f"(now {store.state(conn, lock_key(config))}): refusing to roll back another run's target"
+        )
 
 
 def empty_target(config: RunConfig, db: Database) -> dict[str, Any]:
@@ -50,10 +63,19 @@ def empty_target(config: RunConfig, db: Database) -> dict[str, Any]:
     c, d = config, db.dialect
     if c.mode == "copy":
         sql = f"TRUNCATE TABLE {d.table(c.target_table, db.schema)}"
-        with db.session(f"zdt_backfill:{c.run_id}:rollback", c.lock_timeout_seconds * 10, c.statement_timeout_seconds) as conn:
-            log.warning("destructive: %s", sql)
-            db.execute(conn, sql)
-            conn.commit()
+
+        def truncate() -> None:
+            # A short lock wait, retried: while TRUNCATE queues for its exclusive lock,
+            # the application's writes to the table queue behind it.
+            with db.session(f"zdt_backfill:{c.run_id}:rollback", c.lock_timeout_seconds, c.statement_timeout_seconds) as conn:
+                log.warning("destructive: %s", sql)
+                db.execute(conn, sql)
+                conn.commit()
+
+        Retrying(
+            retry=retry_if_exception(db.is_transient), wait=wait_exponential_jitter(initial=0.5, max=10),
+            stop=stop_after_attempt(TRUNCATE_ATTEMPTS), reraise=True,
+        )(truncate)
         return {"statement": sql}
     # fill mode: keyset batches over the whole key range
     k = d.quote(c.key)

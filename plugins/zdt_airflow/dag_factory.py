@@ -226,5 +226,7 @@ def build_backfill_dag(
 
         check >> confirm >> copy >> catchup >> validate >> decide >> [c1, r1]
         [c3, r5] >> write
-        write.as_teardown(setups=check)
+        # Teardown of pre-flight: runs once pre-flight took the lock, whatever happens after;
+        # a failed report (lock not released) fails the run.
+        write.as_teardown(setups=check, on_failure_fail_dagrun=True)
     return dag

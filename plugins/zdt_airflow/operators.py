@@ -194,7 +194,7 @@ class DecideBranchOperator(BaseBranchOperator, BackfillOperator):
 class StepOperator(BackfillOperator):
     """Runs one named step of a phase; subclasses map step names to engine calls in ``STEPS``."""
 
-    STEPS: dict[str, Callable[[RunConfig, Database], Any]] = {}
+    STEPS: dict[str, Callable[[RunConfig, Database, Context], Any]] = {}
 
     def __init__(self, *, step: str, **kwargs: Any) -> None:
         if step not in self.STEPS:
@@ -203,16 +203,18 @@ class StepOperator(BackfillOperator):
         self.step = step
 
     def run(self, config, db, context):
-        return self.STEPS[self.step](config, db)
+        return self.STEPS[self.step](config, db, context)
 
 
 class ContractOperator(StepOperator):
     """One contract step: ``flip_routing`` (to ``new``), ``drop_legacy`` (only if conf asks), ``reclaim_storage``."""
 
     STEPS = {
-        "flip_routing": lambda config, db: contract.flip_routing(config, db, contract.NEW),
-        "drop_legacy": contract.drop_legacy,
-        "reclaim_storage": contract.reclaim_storage,
+        "flip_routing": lambda config, db, ctx: contract.flip_routing(config, db, contract.NEW),
+        "drop_legacy": lambda config, db, ctx: contract.drop_legacy(
+            config, db, (ctx["ti"].xcom_pull(task_ids=VALIDATE_TASK) or {}).get("mismatched", 1)
+        ),
+        "reclaim_storage": lambda config, db, ctx: contract.reclaim_storage(config, db),
     }
 
 
@@ -221,11 +223,11 @@ class RollbackOperator(StepOperator):
     ``reset_sequences``, ``clear_caches``."""
 
     STEPS = {
-        "stop": lambda config, db: {"stopped": rollback.stop(config, db)},
-        "flip_routing": lambda config, db: contract.flip_routing(config, db, contract.LEGACY),
-        "empty_target": rollback.empty_target,
-        "reset_sequences": lambda config, db: {"sequences": rollback.reset_sequences(config, db)},
-        "clear_caches": lambda config, db: rollback.clear_caches(config),
+        "stop": lambda config, db, ctx: {"stopped": rollback.stop(config, db)},
+        "flip_routing": lambda config, db, ctx: contract.flip_routing(config, db, contract.LEGACY),
+        "empty_target": lambda config, db, ctx: rollback.empty_target(config, db),
+        "reset_sequences": lambda config, db, ctx: {"sequences": rollback.reset_sequences(config, db)},
+        "clear_caches": lambda config, db, ctx: rollback.clear_caches(config),
     }
 
 

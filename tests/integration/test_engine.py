@@ -392,3 +392,90 @@ def test_a_batch_whose_commit_acknowledgement_was_lost_is_not_copied_again(env):
     assert result.retries == 1
     assert result.progress["keys_scanned"] == 2_000 and result.progress["batches"] == 4
     assert projection_diff(env) == 0
+
+
+# ---------------------------------------------------------------------- guards on destructive paths
+def test_mysql_target_with_another_unique_index_is_refused(mysql_env):
+    env = mysql_env
+    seed_users(env, 100)
+    env.sql("ALTER TABLE users_new ADD UNIQUE KEY uq_email (email_normalized)")
+    with pytest.raises(PreflightError, match="besides the key"):
+        run_preflight(RunConfig.from_params(users_conf(env), run_id="uq"), env.db, [])
+    assert control_tables(env) == []
+
+
+def test_postgres_collision_on_another_unique_index_fails_the_batch_loudly(pg_env):
+    env = pg_env
+    seed_users(env, 100)
+    env.sql("CREATE UNIQUE INDEX uq_hash ON users_new (data_hash)")
+    config = RunConfig.from_params(users_conf(env, columns={"email_normalized": "lower(trim(email))", "data_hash": "'same'"}),
+                                   run_id="uq")
+    plan = run_preflight(config, env.db, [])
+    with pytest.raises(BatchError, match="(?i)unique"):
+        PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index).run()
+
+
+def test_partial_unique_index_does_not_count_as_a_unique_key(pg_env):
+    env = pg_env
+    env.sql("CREATE TABLE s3 (id bigint NOT NULL, v text)")
+    env.sql("CREATE UNIQUE INDEX s3_id ON s3 (id) WHERE v IS NOT NULL")
+    env.sql("CREATE TABLE t3 (id bigint PRIMARY KEY, v text)")
+    config = RunConfig.from_params({"conn_id": "x", "source_table": "s3", "target_table": "t3", "key": "id",
+                                    "columns": {"v": "v"}, "dual_write": "assumed"}, run_id="partial")
+    with pytest.raises(PreflightError, match="unique index"):
+        run_preflight(config, env.db, [])
+
+
+def test_fill_mode_refuses_columns_the_expressions_read(env):
+    seed_users(env, 10)
+    config = RunConfig.from_params(
+        users_conf(env, mode="fill", target_table=None, columns={"email": "lower(email)"}), run_id="inplace")
+    with pytest.raises(PreflightError, match="read by the expressions"):
+        run_preflight(config, env.db, [])
+    assert control_tables(env) == []
+
+
+def test_copy_refuses_a_target_that_is_not_a_fresh_expand_target(env):
+    seed_users(env, 10)
+    env.sql("INSERT INTO users_new (id, email_normalized) VALUES (5, 'dual-written'), (424242, 'unrelated')")
+    with pytest.raises(PreflightError, match="not a fresh expand target"):
+        run_preflight(RunConfig.from_params(users_conf(env), run_id="fresh"), env.db, [])
+    assert env.scalar("SELECT count(*) FROM users_new") == 2 and control_tables(env) == []
+
+
+def test_statement_based_binlog_is_refused(mysql_env):
+    env = mysql_env
+    seed_users(env, 10)
+    env.sql("SET GLOBAL binlog_format = 'STATEMENT'")
+    try:
+        with pytest.raises(PreflightError, match="binlog_format=STATEMENT"):
+            run_preflight(RunConfig.from_params(users_conf(env), run_id="sbr"), env.db, [])
+    finally:
+        env.sql("SET GLOBAL binlog_format = 'ROW'")
+
+
+def test_rollback_refuses_to_touch_another_runs_target(env):
+    from zdt_backfill.errors import RunStoppedError
+
+    seed_users(env, 100)
+    mine = RunConfig.from_params(users_conf(env), run_id="mine")
+    run_preflight(mine, env.db, [])
+    contract.finish(mine, env.db, "stopped")  # an operator marked it dead ...
+    theirs = RunConfig.from_params(users_conf(env), run_id="theirs")
+    run_preflight(theirs, env.db, [])  # ... and a new run took the table
+    PartitionCopier(theirs, env.db, Partition(0, 1, 100)).run()
+    with pytest.raises(RunStoppedError, match="refusing to roll back"):
+        rollback.stop(mine, env.db)
+    assert env.scalar("SELECT count(*) FROM users_new") == 100
+
+
+def test_drop_legacy_only_when_validation_found_no_difference(env):
+    seed_users(env, 100)
+    config = RunConfig.from_params(users_conf(env, drop_legacy=True), run_id="drop")
+    kept = contract.drop_legacy(config, env.db, mismatched_rows=3)
+    assert kept["kept"] and "3 differing" in kept["refused"]
+    assert env.scalar("SELECT count(*) FROM users_legacy") == 100
+    assert contract.drop_legacy(config, env.db, mismatched_rows=0) == {"dropped": ["users_legacy"], "kept": False}
+    assert control_tables(env) == [] and "users_legacy" not in [r[0] for r in env.sql(
+        "SELECT table_name FROM information_schema.tables WHERE table_name = 'users_legacy'"
+        + (" AND table_schema = database()" if env.engine == "mysql" else ""))]
