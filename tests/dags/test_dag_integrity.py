@@ -36,6 +36,9 @@ def test_task_groups_follow_the_expand_contract_windows(bag):
     assert dag.get_task("decide").downstream_task_ids == {"contract.flip_routing", "rollback.stop_backfill"}
     report = dag.get_task("report.write_report")
     assert report.is_teardown and "preflight.check" in report.upstream_task_ids
+    assert report.on_failure_fail_dagrun  # a report that could not release the lock fails the run
+    # an empty source maps zero partitions (skipped); the catch-up sensor and validation still run
+    assert dag.get_task("replica_catchup.wait_for_replicas").trigger_rule == "none_failed"
 
 
 def test_partitions_are_mapped_retried_and_labelled(bag):

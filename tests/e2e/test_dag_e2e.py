@@ -184,7 +184,8 @@ def test_unknown_table_fails_preflight_and_changes_nothing(env, backfill_dag, mo
     dr, states, _ = run_dag(backfill_dag, env, monkeypatch, users_conf(env, target_table="no_such_table"))
     assert str(dr.state) == "failed"
     assert states["preflight.check"] == "failed"
-    assert states["backfill.copy_partition"] in ("upstream_failed", None)
+    assert states["backfill.copy_partition"] == "upstream_failed"
+    assert states["report.write_report"] != "success"  # pre-flight never took the lock: no report
     tables = "SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'zdt%%'"
     assert env.scalar(tables + (" AND table_schema = database()" if env.engine == "mysql" else "")) == 0
 
