@@ -126,6 +126,12 @@ class Dialect:
         """
         raise NotImplementedError
 
+    def _copy_lists(self, quoted_key: str, columns: dict[str, str]) -> tuple[str, str]:
+        """The INSERT's column list and the SELECT's value list of a copy batch (key first)."""
+        cols = ", ".join([quoted_key, *(self.quote(c) for c in columns)])
+        exprs = ", ".join([quoted_key, *(expr(e) for e in columns.values())])
+        return cols, exprs
+
     def fill_batch_sql(self, table: str, key: str, columns: dict[str, str], schema: str | None = None) -> str:
         """``UPDATE table SET col = expr`` for one chunk, only rows whose target columns are all NULL.
 
@@ -293,8 +299,7 @@ class PostgresDialect(Dialect):
 
     def copy_batch_sql(self, source, target, key, columns, schema=None, key_index=None):
         k = self.quote(key)
-        cols = ", ".join([k, *(self.quote(c) for c in columns)])
-        exprs = ", ".join([k, *(expr(e) for e in columns.values())])
+        cols, exprs = self._copy_lists(k, columns)
         return (
             f"INSERT INTO {self.table(target, schema)} ({cols})"
             f" SELECT {exprs} FROM {self.table(source, schema)}"
@@ -379,8 +384,7 @@ class MySQLDialect(Dialect):
 
     def copy_batch_sql(self, source, target, key, columns, schema=None, key_index=None):
         k = self.quote(key)
-        cols = ", ".join([k, *(self.quote(c) for c in columns)])
-        exprs = ", ".join([k, *(expr(e) for e in columns.values())])
+        cols, exprs = self._copy_lists(k, columns)
         index = "PRIMARY" if key_index in (None, "PRIMARY") else self.quote(key_index)
         # ON DUPLICATE KEY UPDATE key = key skips duplicate keys only; INSERT IGNORE would
         # also turn foreign-key and conversion errors into warnings and lose rows silently.
