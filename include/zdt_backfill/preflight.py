@@ -81,7 +81,6 @@ class Plan:
     partitions: list[dict[str, Any]]
     checks: list[Check] = field(default_factory=list)
     explain: Any = None
-    target_rows_before: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -246,14 +245,10 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     _settings_checks(db, conn, checks)
     checks.raise_if_failed()
 
-    target_rows = 0
-    if c.mode == "copy":
-        target_rows = db.query(conn, f"SELECT count(*) FROM {d.table(c.target_table, db.schema)}")[0][0]
     conn.rollback()
     return Plan(
         engine=d.name, key_index=key_index, min_key=min_key, max_key=max_key, rows_estimate=est,
         partitions=[p.to_dict() for p in partitions], checks=checks.items, explain=explain,
-        target_rows_before=int(target_rows),
     )
 
 

@@ -139,10 +139,3 @@ def clear_caches(config: RunConfig) -> dict[str, Any]:
         cleared += client.unlink(*batch)
     client.close()
     return {"cleared": cleared, "pattern": config.cache_key_pattern}
-
-
-def rollback_state(config: RunConfig, db: Database) -> bool:
-    """Mark the run rolled back (releases the lock)."""
-    store = CheckpointStore(db)
-    with db.session() as conn:
-        return store.set_state(conn, lock_key(config), config.run_id, "rolled_back")

@@ -9,11 +9,12 @@ fix (bad input, failed pre-flight, a concurrent run) become ``AirflowFailExcepti
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from airflow.providers.standard.operators.branch import BaseBranchOperator
 from airflow.sdk import BaseOperator, Context
@@ -73,8 +74,15 @@ class BackfillOperator(BaseOperator):
         return BackfillHook(config.conn_id, config.schema).get_database()
 
     @staticmethod
-    def probes(config: RunConfig) -> list[ReplicaStatusProbe]:
-        return [ReplicaStatusProbe(BackfillHook(c).get_database()) for c in config.replica_conn_ids]
+    @contextlib.contextmanager
+    def probes(config: RunConfig) -> Iterator[list[ReplicaStatusProbe]]:
+        """Lag probes of the run's replicas, closed when the block ends."""
+        probes = [ReplicaStatusProbe(BackfillHook(c).get_database()) for c in config.replica_conn_ids]
+        try:
+            yield probes
+        finally:
+            for p in probes:
+                p.close()
 
 
 class PreflightOperator(BackfillOperator):
@@ -85,12 +93,8 @@ class PreflightOperator(BackfillOperator):
 
     def run(self, config, db, context):
         self.log.info("resolved config: %s", config.to_dict())
-        probes = self.probes(config)
-        try:
+        with self.probes(config) as probes:
             plan = preflight.run_preflight(config, db, probes)
-        finally:
-            for p in probes:
-                p.close()
         out = plan.to_dict()
         out["started_at"] = time.time()
         out["config"] = config.to_dict()
@@ -127,7 +131,6 @@ class PartitionBackfillOperator(BackfillOperator):
         part = Partition.from_dict(self.partition)
         context["partition_label"] = part.label  # for map_index_template
         plan = context["ti"].xcom_pull(task_ids=PREFLIGHT_TASK, key="plan") or {}
-        probes = self.probes(config)
         started = time.monotonic()
 
         def on_batch(progress, chunk: Chunk, rows: int, seconds: float) -> None:
@@ -141,11 +144,8 @@ class PartitionBackfillOperator(BackfillOperator):
                 100.0 * done / span, eta,
             )
 
-        try:
+        with self.probes(config) as probes:
             result = PartitionCopier(config, db, part, plan.get("key_index"), probes, on_batch).run()
-        finally:
-            for p in probes:
-                p.close()
         self.log.info(
             "partition %s done: %d rows in %d batches this attempt (%.1fs), %d retries, throttled %s",
             part.label, result.attempt_rows, result.attempt_batches, result.attempt_seconds, result.retries,
@@ -176,12 +176,8 @@ class DecideBranchOperator(BaseBranchOperator, BackfillOperator):
             progress = CheckpointStore(db).progress(conn, config.run_id)
         errors = sum(p.retries for p in progress)
         rows = sum(p.keys_scanned for p in progress)
-        probes = self.probes(config)
-        try:
+        with self.probes(config) as probes:
             lag, readings = max_lag(probes) if probes else (0.0, {})
-        finally:
-            for p in probes:
-                p.close()
         d = decide_branch(
             validation.get("match_pct", 0.0), validation.get("count_parity", False), errors, rows, lag,
             config.thresholds, unexplained_ranges=validation.get("ranges_unexplained", 1),

@@ -8,7 +8,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
-from zdt_airflow.triggers import ReplicaLagTrigger, measure_lag
+from zdt_airflow.triggers import ReplicaLagTrigger, caught_up, measure_lag
 from zdt_backfill.config import RunConfig
 
 
@@ -34,7 +34,7 @@ class ReplicaLagSensor(BaseSensorOperator):
         c = self._config(context)
         readings = measure_lag(list(c.replica_conn_ids))
         self.log.info("replica lag: %s (gate %ss)", readings, c.thresholds.forward_max_lag_seconds)
-        return all(v is not None and v < c.thresholds.forward_max_lag_seconds for v in readings.values())
+        return caught_up(readings, c.thresholds.forward_max_lag_seconds)
 
     def execute(self, context: Context) -> Any:
         c = self._config(context)
@@ -44,7 +44,7 @@ class ReplicaLagSensor(BaseSensorOperator):
         if not self.deferrable:
             return super().execute(context)
         readings = measure_lag(list(c.replica_conn_ids))
-        if all(v is not None and v < c.thresholds.forward_max_lag_seconds for v in readings.values()):
+        if caught_up(readings, c.thresholds.forward_max_lag_seconds):
             self.log.info("replicas already caught up: %s", readings)
             return {"readings": readings}
         self.defer(

@@ -28,6 +28,11 @@ def measure_lag(conn_ids: list[str]) -> dict[str, float | None]:
     return readings
 
 
+def caught_up(readings: dict[str, float | None], max_lag_seconds: float) -> bool:
+    """Every replica reachable and under ``max_lag_seconds`` (an unknown lag never counts as caught up)."""
+    return all(v is not None and v < max_lag_seconds for v in readings.values())
+
+
 class ReplicaLagTrigger(BaseTrigger):
     """Fires when every replica's lag is below ``max_lag_seconds``.
 
@@ -55,7 +60,7 @@ class ReplicaLagTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         while True:
             readings = await sync_to_async(measure_lag)(self.replica_conn_ids)
-            if all(v is not None and v < self.max_lag_seconds for v in readings.values()):
+            if caught_up(readings, self.max_lag_seconds):
                 yield TriggerEvent({"status": "caught_up", "readings": readings})
                 return
             self.log.info("replicas not caught up (gate %ss): %s", self.max_lag_seconds, readings)

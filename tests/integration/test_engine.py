@@ -264,7 +264,7 @@ def test_rollback_truncates_target_and_restarts_owned_sequences(env):
         assert env.scalar("SELECT nextval('users_new_seq_no_seq')") == 1
     # idempotent: a second rollback is harmless
     rollback.empty_target(config, env.db)
-    assert rollback.rollback_state(config, env.db)
+    assert contract.finish(config, env.db, "rolled_back")
 
 
 def test_replica_lag_probe_reads_a_paused_replica_as_lagging(env):
