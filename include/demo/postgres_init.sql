@@ -6,6 +6,12 @@
 \else
 \set demo_rows 1000000
 \endif
+-- A demo starts from a clean slate: the run-state tables of earlier demo runs go too.
+DROP TABLE IF EXISTS zdt_backfill_runs;
+DROP TABLE IF EXISTS zdt_backfill_events;
+DROP TABLE IF EXISTS zdt_backfill_checkpoints;
+DROP TABLE IF EXISTS zdt_routing_flags;
+DROP TABLE IF EXISTS zdt_heartbeat;
 DROP TABLE IF EXISTS users_new;
 DROP TABLE IF EXISTS users_legacy;
 CREATE TABLE users_legacy (

@@ -20,6 +20,7 @@ Roles, one module each (the vocabulary of gh-ost, Spirit and pgroll):
 - :mod:`.decision`   forward (contract) or rollback, on the seed's thresholds
 - :mod:`.contract`, :mod:`.rollback`  the two ends of expand/contract
 - :mod:`.report`     the run report (JSON + Markdown)
+- :mod:`.cli`        ``zdt-backfill`` / ``python -m zdt_backfill``: read-only ``plan``
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

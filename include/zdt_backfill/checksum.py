@@ -9,6 +9,13 @@ row by row, still inside the database, which says exactly *which* keys are
 missing, different or extra (the lesson of data-diff: a tool that cannot name the
 rows leaves users running a second tool). Bisection into sub-ranges for very large
 mismatching ranges comes with the validation issue.
+
+Exactness: the source side is the *typed projection* (each expression cast to its
+target column's type, from the catalog: :func:`target_casts`), and every value is
+hashed and compared through one typed, binary-safe, NULL-safe encoding (see
+:meth:`~.dialects.Dialect.encode_value`). A range's checksum and its row diff run in
+one read-only REPEATABLE READ transaction (:meth:`~.dialects.Dialect.snapshot_sql`),
+so the diff names exactly the rows the checksum counted.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 from .chunker import Partition
 from .config import RunConfig
 from .db import Database
-from .dialects import Range
+from .dialects import ColumnType, Range
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,13 @@ class RangeChecksum:
     def unexplained(self) -> bool:
         """Checksums differ but the diff named no key: never taken as a match."""
         return not self.match and not (self.missing or self.different or self.extra)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RangeChecksum":
+        return cls(**{k: d[k] for k in ("lo", "hi", "source_rows", "target_rows", "match", "missing", "different", "extra")})
 
 
 @dataclass
@@ -92,7 +106,17 @@ class ValidationResult:
             "ranges_unexplained": self.unexplained_ranges,
             "sample_keys": self.sample_keys,
             "seconds": round(self.seconds, 3),
+            "ranges": [r.to_dict() for r in self.ranges],
         }
+
+    def add(self, rc: RangeChecksum) -> None:
+        """Add one range's outcome to the totals."""
+        self.ranges.append(rc)
+        self.source_rows += rc.source_rows
+        self.target_rows += rc.target_rows
+        self.missing += rc.missing
+        self.different += rc.different
+        self.extra += rc.extra
 
 
 def validation_ranges(partitions: list[Partition]) -> list[Range]:
@@ -105,9 +129,53 @@ def validation_ranges(partitions: list[Partition]) -> list[Range]:
     return ranges
 
 
-def validate(config: RunConfig, db: Database, partitions: list[Partition]) -> ValidationResult:
+def target_casts(config: RunConfig, db: Database, conn: Any) -> dict[str, ColumnType]:
+    """``{target column: ColumnType}`` of the run's columns, read from the catalog (both engines):
+    what :meth:`~.dialects.Dialect.typed_projection` casts the expressions to and what the value
+    encodings go by. Ends the read transaction."""
+    rows = db.query(conn, *db.dialect.column_types_sql(config.target_table, db.schema))
+    conn.rollback()
+    types = db.dialect.target_types(rows)
+    folded = {name.lower(): t for name, t in types.items()}  # MySQL column names are case-insensitive
+    return {c: types.get(c) or folded[c.lower()] for c in config.columns if c in types or c.lower() in folded}
+
+
+def differing_keys(
+    config: RunConfig, db: Database, conn: Any, rng: Range, casts: dict[str, ColumnType]
+) -> list[tuple[Any, str]]:
+    """Every ``(key, kind)`` that differs in a range, read now (``missing``, ``different``, ``extra``)."""
+    rows = _diff(config, db, conn, rng, casts)
+    conn.rollback()
+    return rows
+
+
+def _diff(config: RunConfig, db: Database, conn: Any, rng: Range, casts: dict[str, ColumnType]) -> list[tuple[Any, str]]:
+    c = config
+    sql, params = db.dialect.diff_sql(
+        c.source_table, c.target_table, c.key, c.columns, rng, db.schema, c.mode == "copy", casts
+    )
+    return [(r[0], r[1]) for r in db.query(conn, sql, params)]
+
+
+def begin_snapshot(db: Database, conn: Any) -> None:
+    """End the connection's transaction and open a read-only REPEATABLE READ one whose snapshot
+    is taken now (PostgreSQL ``SET TRANSACTION``; MySQL ``START TRANSACTION WITH CONSISTENT
+    SNAPSHOT``). End it with ``conn.rollback()``."""
+    conn.rollback()
+    for sql in db.dialect.snapshot_sql():
+        db.execute(conn, sql)
+
+
+def validate(
+    config: RunConfig, db: Database, partitions: list[Partition], ranges: list[Range] | None = None
+) -> ValidationResult:
     """Compare source projection and target over every range.
 
+    Each range's checksum, and its row diff when the checksums differ, run in one read-only
+    REPEATABLE READ transaction (:func:`begin_snapshot`), so the diff's counts are the checksum's.
+
+    :param partitions: the run's partitions; the validation ranges derive from them.
+    :param ranges: check only these ranges instead (re-validation after a repair).
     :returns: a :class:`ValidationResult` (counts in rows, ``seconds`` wall time).
     :raises Exception: database errors (a checksum is read-only; nothing to undo).
     """
@@ -115,35 +183,28 @@ def validate(config: RunConfig, db: Database, partitions: list[Partition]) -> Va
     result = ValidationResult()
     started = time.monotonic()
     with db.session() as conn:  # read-only: no lock or statement timeouts of the batch sessions
-        types_sql = d.column_types_sql(c.target_table, db.schema)
-        casts = {}
-        if types_sql:
-            casts = {name: t for name, t in db.query(conn, *types_sql) if name in c.columns}
-        for rng in validation_ranges(partitions):
+        casts = target_casts(config, db, conn)
+        for rng in ranges if ranges is not None else validation_ranges(partitions):
             sql, params = d.checksum_sql(c.source_table, c.target_table, c.key, c.columns, rng, db.schema, casts)
-            sn, sh, tn, th = db.query(conn, sql, params)[0]
-            conn.rollback()
-            rc = RangeChecksum(rng.lo, rng.hi, int(sn), int(tn), match=(sn == tn and sh == th))
+            begin_snapshot(db, conn)
+            try:
+                sn, sh, tn, th = db.query(conn, sql, params)[0]
+                match = sn == tn and sh == th
+                diffs = [] if match else _diff(c, db, conn, rng, casts)  # the same snapshot
+            finally:
+                conn.rollback()
+            rc = RangeChecksum(rng.lo, rng.hi, int(sn), int(tn), match=match)
             if not rc.match:
-                sql, params = d.diff_sql(
-                    c.source_table, c.target_table, c.key, c.columns, rng, db.schema, c.mode == "copy", casts
-                )
-                for key, kind in db.query(conn, sql, params):
+                for key, kind in diffs:
                     setattr(rc, kind, getattr(rc, kind) + 1)
                     keys = result.sample_keys.setdefault(kind, [])
                     if len(keys) < SAMPLE_KEYS:
                         keys.append(key)
-                conn.rollback()
                 log.warning(
                     "checksum mismatch in (%s, %s]: missing=%d different=%d extra=%d",
                     rng.lo, rng.hi, rc.missing, rc.different, rc.extra,
                 )
-            result.ranges.append(rc)
-            result.source_rows += rc.source_rows
-            result.target_rows += rc.target_rows
-            result.missing += rc.missing
-            result.different += rc.different
-            result.extra += rc.extra
+            result.add(rc)
     result.seconds = time.monotonic() - started
     log.info(
         "validation: %d source rows, %d target rows, %d mismatched, match %.4f%% in %.1fs",

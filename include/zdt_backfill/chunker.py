@@ -72,6 +72,57 @@ def plan_partitions(min_key: int | None, max_key: int | None, rows_estimate: int
     return [Partition(i, bounds[i], bounds[i + 1] - 1) for i in range(wanted)]
 
 
+#: Spirit's chunker rules: the next size aims at the target time from the recent batches'
+#: slow end (the 90th percentile of time per key over the last 10), grows at most 1.5x a
+#: step, and shrinks 10x at once when a batch takes 5x the target.
+SIZER_WINDOW = 10
+SIZER_MAX_GROWTH = 1.5
+SIZER_PANIC_FACTOR = 5.0
+SIZER_PANIC_SHRINK = 10
+
+
+class BatchSizer:
+    """Adaptive batch size toward a target batch time (Spirit, pt-online-schema-change's
+    ``--chunk-time 0.5``), bounded by ``[min_rows, max_rows]``.
+
+    :param initial: first batch size (rows).
+    :param target_seconds: target time of one batch (s); ``0`` keeps the size fixed.
+    :param min_rows: floor (rows); :meth:`halve` stops there.
+    :param max_rows: ceiling (rows).
+    """
+
+    def __init__(self, initial: int, target_seconds: float, min_rows: int, max_rows: int) -> None:
+        self.min_rows = max(1, min(min_rows, initial))
+        self.max_rows = max(initial, max_rows)
+        self.size = initial
+        self.target_seconds = target_seconds
+        self._per_key: list[float] = []
+
+    def feedback(self, keys: int, seconds: float) -> int:
+        """Account one batch of ``keys`` keys that took ``seconds``; return the next size."""
+        if self.target_seconds <= 0 or keys <= 0:
+            return self.size
+        if seconds >= SIZER_PANIC_FACTOR * self.target_seconds:
+            self.size = max(self.min_rows, self.size // SIZER_PANIC_SHRINK)
+            self._per_key.clear()
+            return self.size
+        self._per_key = (self._per_key + [seconds / keys])[-SIZER_WINDOW:]
+        ordered = sorted(self._per_key)
+        p90 = ordered[min(len(ordered) - 1, math.ceil(0.9 * len(ordered)) - 1)]
+        ideal = self.target_seconds / p90 if p90 > 0 else self.max_rows
+        self.size = int(max(self.min_rows, min(self.max_rows, ideal, self.size * SIZER_MAX_GROWTH)))
+        return self.size
+
+    def halve(self) -> bool:
+        """Halve the size after a statement timeout (GitLab splits a timing-out batch); ``False``
+        when already at the floor."""
+        if self.size <= self.min_rows:
+            return False
+        self.size = max(self.min_rows, self.size // 2)
+        self._per_key.clear()
+        return True
+
+
 class Chunker(Protocol):
     """Hands out the chunks of one partition, resumable from a watermark."""
 
@@ -103,12 +154,20 @@ class IntegerKeysetChunker:
     :param batch_size: rows per chunk.
     """
 
-    def __init__(self, db: Database, table: str, key: str, partition: Partition, batch_size: int) -> None:
+    def __init__(
+        self, db: Database, table: str, key: str, partition: Partition, batch_size: int,
+        sizer: BatchSizer | None = None,
+    ) -> None:
         self.db = db
         self.partition = partition
-        self.batch_size = batch_size
+        self.sizer = sizer or BatchSizer(batch_size, 0, batch_size, batch_size)
         self._sql = db.dialect.chunk_end_sql(table, key, db.schema)
         self._watermark = partition.lo - 1
+
+    @property
+    def batch_size(self) -> int:
+        """The current batch size (rows), adapted by :attr:`sizer`."""
+        return self.sizer.size
 
     def open_at_watermark(self, watermark: int) -> None:
         self._watermark = watermark
@@ -121,9 +180,7 @@ class IntegerKeysetChunker:
         return None if end is None else Chunk(self._watermark, int(end), int(keys))
 
     def feedback(self, chunk: Chunk, rows: int, seconds: float) -> None:
-        # Batch size is fixed in the base; the health-gating issue adapts it toward a
-        # target batch time here (Spirit: grow at most 1.5x, shrink 10x on a 5x miss).
-        pass
+        self.sizer.feedback(chunk.keys, seconds)
 
     def advance(self, chunk: Chunk) -> None:
         """Record that ``chunk`` committed: the watermark moves to its last key."""

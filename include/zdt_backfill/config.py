@@ -20,6 +20,9 @@ from .identifiers import validate_expression, validate_identifier
 MODES = ("copy", "fill")
 DUAL_WRITE_MODES = ("check", "assumed")
 RECLAIM_MODES = ("online", "none")
+APPROVAL_MODES = ("required", "auto")
+LEGACY_ACTIONS = ("keep", "rename", "drop")
+FLAG_STORES = ("table", "variable", "http")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,12 @@ class Profile:
     :param max_rows_per_second: rows/s ceiling for the whole run, ``None`` = unthrottled.
     :param max_replica_lag_seconds: replica lag (s) above which batches pause, ``None`` = no gate.
     :param partitions: key-range partitions copied in parallel (mapped tasks).
+    :param approval: ``required`` (a human approves contract, rollback and the legacy drop) or ``auto``.
+    :param soak_minutes: minutes between the application writing the new schema only and the
+        legacy drop (the seed's Post-Backfill window).
+    :param ramp_watch_minutes: minutes the error-rate signal is watched at 1 % of reads.
+    :param min_batch_size: the floor the adaptive batch size (and a timing-out batch's halving)
+        stops at; ``batch_size`` is the ceiling and the first size.
     """
 
     name: str
@@ -37,15 +46,38 @@ class Profile:
     max_rows_per_second: float | None
     max_replica_lag_seconds: float | None
     partitions: int
+    approval: str = "auto"
+    soak_minutes: float = 0.0
+    ramp_watch_minutes: float = 0.0
+    min_batch_size: int = 100
 
 
 #: The seed's matrix: dev 50k rows and no throttle; staging 10k rows at 1000 rows/s;
 #: prod 500-1000 rows at 500 rows/s (we take 1000, pgroll's and gh-ost's default).
-#: The lag gates follow the seed's "replica replication lag < 2s".
+#: The lag gates follow the seed's "replica replication lag < 2s". Prod needs a human's
+#: approval before anything destructive and soaks 24 h before the legacy drop; dev and
+#: staging (rehearsals) approve automatically.
 PROFILES: dict[str, Profile] = {
-    "dev": Profile("dev", batch_size=50_000, max_rows_per_second=None, max_replica_lag_seconds=10.0, partitions=2),
-    "staging": Profile("staging", batch_size=10_000, max_rows_per_second=1_000, max_replica_lag_seconds=2.0, partitions=2),
-    "prod": Profile("prod", batch_size=1_000, max_rows_per_second=500, max_replica_lag_seconds=2.0, partitions=1),
+    "dev": Profile("dev", batch_size=50_000, max_rows_per_second=None, max_replica_lag_seconds=10.0, partitions=2,
+                   min_batch_size=1_000),
+    "staging": Profile("staging", batch_size=10_000, max_rows_per_second=1_000, max_replica_lag_seconds=2.0,
+                       partitions=2, ramp_watch_minutes=1.0, min_batch_size=500),
+    "prod": Profile("prod", batch_size=1_000, max_rows_per_second=500, max_replica_lag_seconds=2.0, partitions=1,
+                    approval="required", soak_minutes=24 * 60.0, ramp_watch_minutes=10.0, min_batch_size=100),
+}
+
+#: Target time of one batch (s): pt-online-schema-change's --chunk-time 0.5. The batch size
+#: adapts toward it (Spirit's rule: grow at most 1.5x a step, shrink 10x at once on a 5x miss),
+#: between ``min_batch_size`` and ``batch_size``, which stays the most rows a batch ever holds.
+DEFAULT_TARGET_BATCH_SECONDS = 0.5
+#: Load at or above which batches wait (``max_load``; merged with the conf's). gh-ost's
+#: --max-load default is Threads_running=25; the seed gates on Innodb_row_lock_time_avg
+#: < 50 ms; GitLab's batched migrations stop while autovacuum runs on the table; a
+#: history list over a million means purge is falling behind.
+DEFAULT_MAX_LOAD: dict[str, float] = {
+    "threads_running": 25, "active_backends": 25, "row_lock_time_avg_ms": 50, "row_lock_waits_per_s": 200,
+    "deadlocks_per_s": 1, "history_list_length": 1_000_000, "ungranted_locks": 20, "vacuum_on_tables": 1,
+    "wal_bytes_per_s": 256 * 1024 * 1024,
 }
 
 #: Hard limits on tuning values, so a typo cannot turn a backfill into a monolith.
@@ -59,19 +91,24 @@ DEFAULT_LOCK_TIMEOUT_SECONDS = 0.5
 DEFAULT_STATEMENT_TIMEOUT_SECONDS = 60.0
 
 
+#: Longest a human may take to answer an approval (min): the seed's Active Backfill window
+#: lasts up to 72 h. Past it the run holds (``halted``), nothing destroyed.
+DEFAULT_APPROVAL_TIMEOUT_MINUTES = 72 * 60.0
+
+
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision thresholds, from the seed's Forward & Rollback Paths table.
+    """Decision thresholds, from the seed's Forward & Rollback Paths table (see :mod:`.decision`).
 
-    Forward (contract) needs checksum match >= ``min_checksum_match_pct`` and replica
-    lag < ``forward_max_lag_seconds``; error rate > ``max_error_rate_pct`` or lag >
-    ``rollback_lag_seconds`` rolls back. Anything short of forward rolls back.
+    Errors (data errors, differences left after repair) above ``max_error_rate_pct`` roll
+    back; none goes forward; in between holds for a human. Replica lag never rolls back:
+    forward waits (holds) until lag is under ``forward_max_lag_seconds``. During the ramp, a
+    5xx rate above ``max_5xx_rate_pct`` flips reads back to legacy and halts.
     """
 
-    min_checksum_match_pct: float = 99.99
     forward_max_lag_seconds: float = 2.0
-    rollback_lag_seconds: float = 5.0
     max_error_rate_pct: float = 0.01
+    max_5xx_rate_pct: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -95,17 +132,37 @@ class RunConfig:
     target_table: str = ""
     schema: str | None = None
     replica_conn_ids: tuple[str, ...] = ()
+    parity_conn_id: str | None = None
     lock_timeout_seconds: float = DEFAULT_LOCK_TIMEOUT_SECONDS
     statement_timeout_seconds: float = DEFAULT_STATEMENT_TIMEOUT_SECONDS
     dual_write: str = "check"
     dual_write_updated_column: str | None = "updated_at"
     dual_write_window_minutes: float = 10.0
     thresholds: Thresholds = field(default_factory=Thresholds)
-    drop_legacy: bool = False
+    legacy_action: str = "keep"
     legacy_columns: tuple[str, ...] = ()
     reclaim_storage: str = "online"
     routing_flag: str = ""
     replica_wait_timeout_seconds: float = 600.0
+    approval: str = "auto"
+    approval_timeout_minutes: float = DEFAULT_APPROVAL_TIMEOUT_MINUTES
+    soak_minutes: float = 0.0
+    flag_store: str = "table"
+    flag_store_url: str | None = None
+    error_signal_sql: str | None = None
+    error_signal_url: str | None = None
+    error_signal_json_key: str = "error_rate_pct"
+    ramp_percent: int = 1
+    ramp_watch_minutes: float = 0.0
+    target_batch_seconds: float = DEFAULT_TARGET_BATCH_SECONDS
+    min_batch_size: int = 1
+    max_batch_size: int = MAX_BATCH_SIZE
+    max_load: dict[str, float] = field(default_factory=dict)
+    critical_load: dict[str, float] = field(default_factory=dict)
+    throttle_query: str | None = None
+    throttle_query_max: float | None = None
+    allow_functions: tuple[str, ...] = ()
+    dry_run: bool = False
     cache_redis_url: str | None = None
     cache_key_pattern: str | None = None
     run_id: str = "manual"
@@ -153,8 +210,6 @@ class RunConfig:
         if not isinstance(columns, Mapping) or not columns:
             raise ConfigError('columns must be a non-empty object {"target_column": "SQL expression"}')
         cols = {validate_identifier(c, "target column"): validate_expression(e, c) for c, e in columns.items()}
-        if key in cols:
-            raise ConfigError(f"the key {key!r} is copied as is; do not list it in columns")
 
         schema = p.get("schema")
         if schema is not None:
@@ -168,6 +223,12 @@ class RunConfig:
         replicas = p.get("replica_conn_ids") or ()
         if isinstance(replicas, str) or not all(isinstance(r, str) and r for r in replicas):
             raise ConfigError("replica_conn_ids must be a list of connection ids")
+
+        parity_conn_id = p.get("parity_conn_id") or None
+        if parity_conn_id is not None and not isinstance(parity_conn_id, str):
+            raise ConfigError("parity_conn_id must be an Airflow connection id (a string) or null")
+        if parity_conn_id is not None and parity_conn_id == p.get("conn_id"):
+            raise ConfigError("parity_conn_id must name the other environment (staging), not conn_id itself")
 
         dual_write = p.get("dual_write") or "check"
         if dual_write not in DUAL_WRITE_MODES:
@@ -183,9 +244,28 @@ class RunConfig:
             raise ConfigError(f"reclaim_storage must be one of {RECLAIM_MODES}, got {reclaim!r}")
 
         legacy_columns = tuple(validate_identifier(c, "legacy column") for c in (p.get("legacy_columns") or ()))
-        drop_legacy = _bool(p, "drop_legacy", False)
-        if drop_legacy and mode == "fill" and not legacy_columns:
-            raise ConfigError("drop_legacy in fill mode needs legacy_columns: the columns to drop")
+        legacy_action = _choice(p, "legacy_action", LEGACY_ACTIONS, "keep")
+        if legacy_action != "keep" and mode == "fill" and not legacy_columns:
+            raise ConfigError(f"legacy_action {legacy_action!r} in fill mode needs legacy_columns: the columns to {legacy_action}")
+        approval = _choice(p, "approval", APPROVAL_MODES, profile.approval)
+        flag_store = _choice(p, "flag_store", FLAG_STORES, "table")
+        flag_store_url = p.get("flag_store_url") or None
+        if flag_store == "http" and not flag_store_url:
+            raise ConfigError('flag_store "http" needs flag_store_url')
+        signal_sql = p.get("error_signal_sql") or None
+        signal_url = p.get("error_signal_url") or None
+        if signal_sql and signal_url:
+            raise ConfigError("give error_signal_sql or error_signal_url, not both")
+        if signal_sql is not None and (not isinstance(signal_sql, str) or ";" in signal_sql):
+            raise ConfigError("error_signal_sql must be one read-only SELECT returning a percentage, without ';'")
+        throttle_query = p.get("throttle_query") or None
+        if throttle_query is not None and (not isinstance(throttle_query, str) or ";" in throttle_query):
+            raise ConfigError("throttle_query must be one read-only SELECT returning a number, without ';'")
+        if throttle_query and p.get("throttle_query_max") is None:
+            raise ConfigError("throttle_query needs throttle_query_max: the value at or above which batches wait")
+        for name, url in (("flag_store_url", flag_store_url), ("error_signal_url", signal_url)):
+            if url is not None and (not isinstance(url, str) or urlsplit(url).scheme not in ("http", "https")):
+                raise ConfigError(f"{name} must be an http(s) URL, got {url!r}")
 
         routing_flag = p.get("routing_flag") or f"{target}_read_path"
         if not isinstance(routing_flag, str) or len(routing_flag) > 128:
@@ -193,13 +273,10 @@ class RunConfig:
 
         defaults = Thresholds()
         thresholds = Thresholds(
-            min_checksum_match_pct=_float(p, "min_checksum_match_pct", defaults.min_checksum_match_pct, 0, 100),
-            forward_max_lag_seconds=_float(p, "forward_max_lag_seconds", defaults.forward_max_lag_seconds, 0, 3600),
-            rollback_lag_seconds=_float(p, "rollback_lag_seconds", defaults.rollback_lag_seconds, 0, 3600),
+            forward_max_lag_seconds=_float(p, "forward_max_lag_seconds", defaults.forward_max_lag_seconds, 0.001, 3600),
             max_error_rate_pct=_float(p, "max_error_rate_pct", defaults.max_error_rate_pct, 0, 100),
+            max_5xx_rate_pct=_float(p, "max_5xx_rate_pct", defaults.max_5xx_rate_pct, 0, 100),
         )
-        if thresholds.rollback_lag_seconds < thresholds.forward_max_lag_seconds:
-            raise ConfigError("rollback_lag_seconds must be >= forward_max_lag_seconds")
 
         redis_url = p.get("cache_redis_url") or None
         pattern = p.get("cache_key_pattern") or None
@@ -222,6 +299,7 @@ class RunConfig:
             mode=mode,
             schema=schema,
             replica_conn_ids=tuple(replicas),
+            parity_conn_id=parity_conn_id,
             lock_timeout_seconds=_float(p, "lock_timeout_seconds", DEFAULT_LOCK_TIMEOUT_SECONDS, 0.001, 3600),
             statement_timeout_seconds=_float(
                 p, "statement_timeout_seconds", DEFAULT_STATEMENT_TIMEOUT_SECONDS, 0.1, 86_400
@@ -230,7 +308,7 @@ class RunConfig:
             dual_write_updated_column=updated_col if dual_write == "check" else None,
             dual_write_window_minutes=_float(p, "dual_write_window_minutes", 10.0, 0.1, 10_080),
             thresholds=thresholds,
-            drop_legacy=drop_legacy,
+            legacy_action=legacy_action,
             legacy_columns=legacy_columns,
             reclaim_storage=reclaim,
             routing_flag=routing_flag,
@@ -238,25 +316,57 @@ class RunConfig:
             cache_redis_url=redis_url,
             cache_key_pattern=pattern,
             run_id=run_id,
+            approval=approval,
+            approval_timeout_minutes=_float(
+                p, "approval_timeout_minutes", DEFAULT_APPROVAL_TIMEOUT_MINUTES, 1, 30 * 24 * 60
+            ),
+            soak_minutes=_float(p, "soak_minutes", profile.soak_minutes, 0, 30 * 24 * 60),
+            flag_store=flag_store,
+            flag_store_url=flag_store_url,
+            error_signal_sql=signal_sql,
+            error_signal_url=signal_url,
+            error_signal_json_key=str(p.get("error_signal_json_key") or "error_rate_pct"),
+            ramp_percent=_int(p, "ramp_percent", 1, 1, 100),
+            ramp_watch_minutes=_float(p, "ramp_watch_minutes", profile.ramp_watch_minutes, 0, 24 * 60),
+            target_batch_seconds=_float(p, "target_batch_seconds", DEFAULT_TARGET_BATCH_SECONDS, 0, 60),
+            min_batch_size=_int(p, "min_batch_size", min(profile.min_batch_size, batch_size), 1, batch_size),
+            max_batch_size=batch_size,
+            max_load={**DEFAULT_MAX_LOAD, **_numbers(p, "max_load")},
+            critical_load=_numbers(p, "critical_load"),
+            throttle_query=throttle_query,
+            throttle_query_max=_optional_positive(p, "throttle_query_max", None) if throttle_query else None,
+            allow_functions=tuple(
+                validate_identifier(f, "allow_functions entry").lower() for f in (p.get("allow_functions") or ())
+            ),
+            dry_run=_flag(p, "dry_run"),
         )
 
     # ------------------------------------------------------------------ derived
-    def rate_per_partition(self) -> float | None:
-        """Rows/s ceiling of one partition: the run's ceiling shared by all partitions.
+    @property
+    def write_flag(self) -> str:
+        """The flag that tells the application to stop writing the legacy schema (``<target>_write_path``
+        beside the read flag ``<target>_read_path``)."""
+        base = self.routing_flag.removesuffix("_read_path")
+        return f"{base}_write_path"
 
-        Partitions run in parallel, so each gets ``max_rows_per_second / partitions``
-        (rows/s); ``None`` when unthrottled.
+    def rate_per_partition(self, planned: int | None = None) -> float | None:
+        """Rows/s ceiling of one partition: the run's ceiling shared by the *planned* partitions
+        (a tiny table gets fewer partitions than asked; each then gets a larger share).
+
+        :param planned: partitions in the plan; ``partitions`` (asked) when ``None``.
+        :returns: ``max_rows_per_second / planned`` (rows/s), ``None`` when unthrottled.
         """
         if self.max_rows_per_second is None:
             return None
-        return self.max_rows_per_second / self.partitions
+        return self.max_rows_per_second / max(1, planned or self.partitions)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the resolved config (profile and thresholds expanded), safe to
         log: a password in ``cache_redis_url`` is masked."""
         d = dataclasses.asdict(self)
         d["profile"] = self.profile.name
-        d["cache_redis_url"] = _mask_password(self.cache_redis_url)
+        for name in ("cache_redis_url", "flag_store_url", "error_signal_url"):
+            d[name] = _mask_password(d[name])
         d["replica_conn_ids"] = list(self.replica_conn_ids)
         d["legacy_columns"] = list(self.legacy_columns)
         return d
@@ -325,10 +435,28 @@ def _optional_positive(p: Mapping[str, Any], name: str, default: float | None) -
     return float(v)
 
 
-def _bool(p: Mapping[str, Any], name: str, default: bool) -> bool:
+def _numbers(p: Mapping[str, Any], name: str) -> dict[str, float]:
+    v = p.get(name) or {}
+    if not isinstance(v, Mapping) or not all(
+        isinstance(k, str) and isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for k, x in v.items()
+    ):
+        raise ConfigError(f'{name} must be an object {{"signal": number >= 0}}, got {v!r}')
+    return {k: float(x) for k, x in v.items()}
+
+
+def _flag(p: Mapping[str, Any], name: str) -> bool:
     v = p.get(name)
     if v is None:
-        return default
+        return False
     if not isinstance(v, bool):
         raise ConfigError(f"{name} must be true or false, got {v!r}")
+    return v
+
+
+def _choice(p: Mapping[str, Any], name: str, choices: tuple[str, ...], default: str) -> str:
+    v = p.get(name)
+    if v is None or v == "":
+        return default
+    if v not in choices:
+        raise ConfigError(f"{name} must be one of {choices}, got {v!r}")
     return v

@@ -1,78 +1,172 @@
-"""Contract: the forward end of expand/contract.
+"""Contract: the forward end of expand/contract, one step per function.
 
-1. flip the routing flag to ``new`` (the application reads the new schema);
-2. drop the legacy table (copy mode) or columns (fill mode), only when conf says
-   ``drop_legacy: true``; otherwise keep them for a later, separate contract;
-3. reclaim storage *online*: PostgreSQL ``VACUUM (ANALYZE)``, MySQL ``ANALYZE TABLE``.
+1. :func:`flip_reads`: only on a passing validation recorded in the state table after the
+   last repair or truncate, the read flag goes to ``new`` for ``ramp_percent`` (1 %) of
+   reads while an error-rate signal is watched; a 5xx rate above 0.1 % flips it straight
+   back to ``legacy`` and halts the run (the seed's rule). Otherwise reads go to 100 %, and
+   the write flag tells the application to write the new schema only: the seed's
+   Post-Backfill window starts.
+2. the soak (:func:`soak_until`): ``soak_minutes`` (24 h on prod) must pass after that
+   before the legacy schema may go; the Airflow layer waits it out in a deferrable sensor.
+3. :func:`legacy_action` (``keep`` | ``rename`` | ``drop``): only after the soak, with its own
+   approval, and only when the last validation matched exactly. Its DDL runs with a short
+   lock wait, retried (:meth:`~.db.Database.run_ddl`), so the application is never queued
+   behind it for longer than that.
+4. :func:`reclaim_storage`: *online* only: PostgreSQL ``VACUUM (ANALYZE)``, MySQL ``ANALYZE TABLE``.
+   The seed suggests ``VACUUM FULL`` / ``OPTIMIZE TABLE``; both rewrite the whole table under
+   a strong lock (``VACUUM FULL`` holds ACCESS EXCLUSIVE for the whole rewrite: downtime;
+   ``OPTIMIZE TABLE`` rebuilds InnoDB tables and floods replicas). Neither runs here; for a
+   real rewrite on PostgreSQL use pg_repack, outside this DAG.
+5. :func:`finish`: the target's sequence / AUTO_INCREMENT is moved past ``max(key)``, and the
+   run is ``contracted``.
 
-The seed suggests ``VACUUM FULL`` / ``OPTIMIZE TABLE``. Both rewrite the whole table:
-``VACUUM FULL`` holds an ACCESS EXCLUSIVE lock (no reads, no writes) for the whole
-rewrite, which is downtime; ``OPTIMIZE TABLE`` on InnoDB rebuilds the table and
-floods replicas with the rebuild. Neither runs here. ``reclaim_storage: "none"``
-skips even the online step. (For a real rewrite without long locks on PostgreSQL,
-use pg_repack, outside this DAG.)
-
-Every destructive statement is logged before it runs.
+Every destructive statement is logged and recorded (exact SQL, reason) before it runs.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import time
+from datetime import datetime, timedelta
+from typing import Any, Callable
 
-from .checkpoint import CheckpointStore
 from .config import RunConfig
-from .copier import lock_key
 from .db import Database
+from .errors import PermanentError
+from .routing import LEGACY, NEW, ErrorSignal, FlagStore, ramp
+from .runstate import (
+    AWAITING_APPROVAL,
+    CONTRACTED,
+    CONTRACTING,
+    HALTED,
+    VALIDATING,
+    WAIT_LEASE_MARGIN_SECONDS,
+    InvalidTransitionError,
+    RunHandle,
+)
 
 log = logging.getLogger(__name__)
 
-NEW = "new"
-LEGACY = "legacy"
+#: Seconds between readings of the error-rate signal during the ramp.
+RAMP_POLL_SECONDS = 5.0
+#: Suffix of the archive name a renamed legacy table or column gets.
+ARCHIVE_SUFFIX = "_zdt_archived"
 
 
-def flip_routing(config: RunConfig, db: Database, value: str) -> dict[str, Any]:
-    """Set the routing flag to ``value`` (``new`` or ``legacy``); returns ``{flag, from, to}``."""
-    store = CheckpointStore(db)
-    with db.session() as conn:
-        store.create_tables(conn)
-        before = store.get_flag(conn, config.routing_flag)
-        store.set_flag(conn, config.routing_flag, value, config.run_id)
-    log.info("routing flag %s: %s -> %s", config.routing_flag, before, value)
-    return {"flag": config.routing_flag, "from": before, "to": value}
+class RampFailedError(PermanentError):
+    """The error-rate signal went over the limit at the ramp's first step: reads were flipped back."""
 
 
-def drop_legacy(config: RunConfig, db: Database, mismatched_rows: int = 0) -> dict[str, Any]:
-    """Drop the legacy table/columns if ``drop_legacy`` is set and validation found no
-    differing row; returns what was done.
+def flip_reads(
+    config: RunConfig, db: Database, handle: RunHandle, store: FlagStore, signal: ErrorSignal | None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Ramp reads to the new schema, then tell the application to write it only.
 
-    The forward threshold (99.99 %) tolerates a few differing rows for the routing flip;
-    dropping the legacy data would make them permanent, so any difference keeps it.
+    :param store: where the application reads its routing flags.
+    :param signal: the 5xx-rate signal watched during the ramp (``None``: unwatched).
+    :returns: ``{"read_flag", "write_flag", "ramp": RampResult dict}``.
+    :raises InvalidTransitionError: no passing validation after the last repair/truncate, or
+        the run is not where contract may start.
+    :raises RampFailedError: the signal went over ``max_5xx_rate_pct``; reads are back on legacy
+        and the run is ``halted``.
     """
+    c = config
+    validation = handle.require_passing_validation(c.thresholds.max_error_rate_pct)
+    watch = c.ramp_watch_minutes * 60
+    handle.transition(
+        CONTRACTING, f"validation passed ({validation.get('mismatched', 0)} differing rows): ramping reads",
+        lease_seconds=watch + WAIT_LEASE_MARGIN_SECONDS, only_from=(VALIDATING, AWAITING_APPROVAL, CONTRACTING, HALTED),
+    )
+    result = ramp(store, c.routing_flag, c.run_id, signal, ramp_percent=c.ramp_percent, watch_seconds=watch,
+                  max_error_rate_pct=c.thresholds.max_5xx_rate_pct, poll_seconds=min(RAMP_POLL_SECONDS, max(watch, 0.1)),
+                  sleep=sleep)
+    handle.record("routing", f"read flag ramp: {'ok' if result.ok else result.reason}", result.to_dict())
+    if not result.ok:
+        handle.transition(HALTED, f"ramp failed, reads flipped back to legacy: {result.reason}")
+        raise RampFailedError(f"{result.reason}; the read flag {c.routing_flag} is back on legacy and the run holds")
+    log.info("write flag %s -> %s (the application writes the new schema only)", c.write_flag, NEW)
+    store.set(c.write_flag, NEW, c.run_id)
+    handle.window("active_backfill", "end")
+    handle.window("post_backfill", "start")
+    # The lease now covers the soak: nobody works on the run while it soaks.
+    handle.renew(c.soak_minutes * 60 + WAIT_LEASE_MARGIN_SECONDS)
+    return {"read_flag": c.routing_flag, "write_flag": c.write_flag, "ramp": result.to_dict()}
+
+
+def soak_until(handle: RunHandle, soak_minutes: float) -> datetime | None:
+    """When the soak ends: ``soak_minutes`` after the Post-Backfill window started (the write
+    flag went to new), in the database's clock; ``None`` if that has not happened."""
+    for e in reversed(handle.events("window")):
+        if e.detail.get("window") == "post_backfill" and e.detail.get("edge") == "start":
+            return e.at + timedelta(minutes=soak_minutes)
+    return None
+
+
+def soak_remaining_seconds(config: RunConfig, db: Database, handle: RunHandle) -> float | None:
+    """Seconds of soak left (0 when over), by the database's clock; ``None`` when the writes
+    were never flipped to the new schema (there is nothing to soak)."""
+    end = soak_until(handle, config.soak_minutes)
+    if end is None:
+        return None
+    return max(0.0, (end - _db_now(db)).total_seconds())
+
+
+def archive_name(name: str) -> str:
+    """The name a renamed legacy table or column gets (at most 63 characters)."""
+    return name[: 63 - len(ARCHIVE_SUFFIX)] + ARCHIVE_SUFFIX
+
+
+def legacy_statements(config: RunConfig, db: Database) -> list[str]:
+    """The exact DDL ``legacy_action`` will run (empty for ``keep``)."""
     c, d = config, db.dialect
-    if not c.drop_legacy:
-        log.info("drop_legacy is false: legacy schema kept")
-        return {"dropped": [], "kept": True}
-    if mismatched_rows:
-        log.warning("drop_legacy refused: validation found %d differing row(s); legacy schema kept", mismatched_rows)
-        return {"dropped": [], "kept": True, "refused": f"{mismatched_rows} differing row(s)"}
+    table = d.table(c.source_table, db.schema)
+    if c.legacy_action == "keep":
+        return []
     if c.mode == "copy":
-        statements = [f"DROP TABLE {d.table(c.source_table, db.schema)}"]
-        dropped = [c.source_table]
-    else:
-        statements = [
-            f"ALTER TABLE {d.table(c.source_table, db.schema)} DROP COLUMN {d.quote(col)}" for col in c.legacy_columns
-        ]
-        dropped = [f"{c.source_table}.{col}" for col in c.legacy_columns]
-    with db.session(f"zdt_backfill:{c.run_id}:contract", c.lock_timeout_seconds, c.statement_timeout_seconds) as conn:
-        for sql in statements:
-            log.warning("destructive: %s", sql)
-            db.execute(conn, sql)
-        conn.commit()
-    return {"dropped": dropped, "kept": False}
+        if c.legacy_action == "drop":
+            return [f"DROP TABLE {table}"]
+        return [f"ALTER TABLE {table} RENAME TO {d.quote(archive_name(c.source_table))}"]
+    if c.legacy_action == "drop":
+        return [f"ALTER TABLE {table} DROP COLUMN {d.quote(col)}" for col in c.legacy_columns]
+    return [f"ALTER TABLE {table} RENAME COLUMN {d.quote(col)} TO {d.quote(archive_name(col))}"
+            for col in c.legacy_columns]
 
 
-def reclaim_storage(config: RunConfig, db: Database) -> dict[str, Any]:
+def legacy_action(config: RunConfig, db: Database, handle: RunHandle, approved_by: str | None) -> dict[str, Any]:
+    """Keep, rename or drop the legacy table (copy) or ``legacy_columns`` (fill).
+
+    Preconditions, read from the state table right before acting: the run is contracting,
+    reads and writes were flipped, the soak has passed, the last validation (after the last
+    repair/truncate) matched exactly, and the drop was approved (``approved_by``: who, or
+    ``auto``).
+
+    :returns: ``{"action", "statements", ...}``.
+    :raises InvalidTransitionError: a precondition does not hold; nothing was changed.
+    """
+    c = config
+    statements = legacy_statements(c, db)
+    if not statements:
+        log.info("legacy_action is keep: the legacy schema stays")
+        return {"action": "keep", "statements": []}
+    row = handle.row()
+    if row is None or row.run_id != c.run_id or row.state != CONTRACTING:
+        raise InvalidTransitionError(f"legacy {c.legacy_action} needs the run contracting, it is {row.state if row else None}")
+    handle.require_passing_validation(c.thresholds.max_error_rate_pct, exact=True)
+    end = soak_until(handle, c.soak_minutes)
+    now = _db_now(db)
+    if end is None or now < end:
+        raise InvalidTransitionError(f"the soak has not passed (ends {end}, now {now}): the legacy schema stays")
+    if not approved_by:
+        raise InvalidTransitionError(f"legacy {c.legacy_action} was not approved")
+    tag = f"zdt_backfill:{c.run_id}:legacy"
+    for sql in statements:
+        handle.destructive(c.legacy_action, sql, f"legacy_action={c.legacy_action}, approved by {approved_by}, soak ended {end}")
+    db.run_ddl([(sql, ()) for sql in statements], tag)
+    return {"action": c.legacy_action, "statements": statements, "approved_by": approved_by}
+
+
+def reclaim_storage(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]:
     """Online storage reclaim and fresh statistics on the target; returns the statement run."""
     c, d = config, db.dialect
     if c.reclaim_storage == "none":
@@ -80,19 +174,60 @@ def reclaim_storage(config: RunConfig, db: Database) -> dict[str, Any]:
     table = d.table(c.target_table, db.schema)
     sql = f"VACUUM (ANALYZE) {table}" if d.name == "postgres" else f"ANALYZE TABLE {table}"
     log.info("reclaim storage (online): %s", sql)
-    if d.name == "postgres":
-        db.run_autocommit(sql)
-    else:
-        with db.session() as conn:
-            db.query(conn, sql)  # ANALYZE TABLE returns a result set
-            conn.commit()
+    db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:reclaim", autocommit=True)
+    handle.record("reclaim", sql)
     return {"statement": sql}
 
 
-def finish(config: RunConfig, db: Database, state: str) -> bool:
-    """Release the run lock by moving it to a final state (``contracted``, ``rolled_back``, ``failed``)."""
-    store = CheckpointStore(db)
+def advance_sequences(config: RunConfig, db: Database, handle: RunHandle) -> list[str]:
+    """Move the target's key sequence (PostgreSQL) or AUTO_INCREMENT (MySQL) past ``max(key)``,
+    so the application's first insert into the new schema does not collide with a copied key."""
+    c, d = config, db.dialect
+    if c.mode != "copy":
+        return []
+    done: list[str] = []
     with db.session() as conn:
-        if not store.tables_exist(conn):
-            return False
-        return store.set_state(conn, lock_key(config), config.run_id, state)
+        max_key = db.query(conn, d.max_key_sql(c.target_table, c.key, db.schema))[0][0]
+        if max_key is None:
+            return []
+        if d.name == "postgres":
+            sql, params = d.owned_sequences_sql(c.target_table, db.schema)
+            for seq, last, _start, column in db.query(conn, sql, params):
+                if column == c.key and (last is None or last < max_key):
+                    log.info("sequence %s: %s -> %s (past max(%s))", seq, last, max_key, c.key)
+                    db.query(conn, d.set_sequence_sql(), (seq, max_key, True))
+                    done.append(f"{seq}={max_key}")
+            conn.commit()
+        else:
+            current = db.query(conn, d.auto_increment_sql(), (db.schema, c.target_table))[0][0]
+            conn.rollback()
+            if current is not None and current <= max_key:
+                sql = d.set_auto_increment_sql(c.target_table, max_key + 1, db.schema)
+                db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:contract")
+                done.append(f"AUTO_INCREMENT={max_key + 1}")
+    if done:
+        handle.record("sequences", "moved past max(key)", {"sequences": done})
+    return done
+
+
+def finish(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]:
+    """Sequences past ``max(key)``, then the run is ``contracted``."""
+    sequences = advance_sequences(config, db, handle)
+    handle.transition(CONTRACTED, "contract complete", only_from=(CONTRACTING, CONTRACTED))
+    return {"state": CONTRACTED, "sequences": sequences}
+
+
+def flip_back(config: RunConfig, handle: RunHandle, store: FlagStore) -> dict[str, Any]:
+    """Reads and writes back to the legacy schema (rollback's first step after stop)."""
+    c = config
+    before = store.get(c.routing_flag)
+    log.info("read flag %s: %s -> %s; write flag %s -> %s", c.routing_flag, before, LEGACY, c.write_flag, LEGACY)
+    store.set(c.routing_flag, LEGACY, c.run_id)
+    store.set(c.write_flag, LEGACY, c.run_id)
+    handle.record("routing", "flags back to legacy", {"read_flag": c.routing_flag, "write_flag": c.write_flag})
+    return {"flag": c.routing_flag, "from": before.to_dict() if before else None, "to": LEGACY.to_dict()}
+
+
+def _db_now(db: Database) -> datetime:
+    with db.session() as conn:
+        return db.query(conn, f"SELECT {db.dialect.now}")[0][0]

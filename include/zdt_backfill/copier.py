@@ -19,6 +19,7 @@ retried with exponential backoff and jitter by tenacity, reconnecting when neede
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,26 +28,36 @@ from typing import Any, Callable
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
 from .checkpoint import CheckpointStore, PartitionProgress
-from .chunker import Chunk, IntegerKeysetChunker, Partition
+from .checksum import target_casts
+from .chunker import BatchSizer, Chunk, IntegerKeysetChunker, Partition
 from .config import RunConfig
 from .db import Database
-from .errors import BatchError
+from .errors import BatchError, RunStoppedError
+from .heartbeat import HeartbeatWriter
 from .lag import LagProbe
-from .throttler import Throttler
+from .runstate import COPYING, ROLLING_BACK, LeaseKeeper, RunHandle
+from .throttler import Throttler, build_throttler
 
 log = logging.getLogger(__name__)
 
 #: Attempts per batch before the partition fails (and the Airflow task retry, which
 #: resumes from the checkpoint, takes over). GitLab's batched migrations retry 3 times.
 BATCH_ATTEMPTS = 5
+#: Keys whose individual writes failed on data, kept per event for the report.
+SHOWN_FAILED_KEYS = 20
 #: Backoff between attempts: 0.5 s doubling up to 30 s, with jitter.
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
 
 
-def lock_key(config: RunConfig) -> str:
-    """The run-lock key of a config's target table: ``schema.table`` (``.table`` without schema)."""
-    return f"{config.schema or ''}.{config.target_table}"
+#: Phases the batch loop serves: the copy itself, and fill mode's rollback (NULLs the
+#: filled columns through the same throttled, lag-gated, checkpointed loop).
+COPY, ROLLBACK = "copy", "rollback"
+
+
+def checkpoint_run_id(config: RunConfig, phase: str = COPY) -> str:
+    """The checkpoint namespace of a phase: the run id, suffixed for the rollback phase."""
+    return config.run_id if phase == COPY else f"{config.run_id}:{phase}"
 
 
 @dataclass
@@ -77,6 +88,21 @@ class PartitionCopier:
     :param probes: replica lag probes for the lag gate.
     :param on_batch: called after each committed batch with ``(progress, chunk, rows, seconds)``;
         the Airflow layer logs one line per batch from it.
+    :param handle: the run's state handle (built from ``config`` when ``None``).
+    :param phase: ``copy`` (copy or fill the target) or ``rollback`` (fill mode: NULL the filled
+        columns); each phase has its own checkpoints and commits only while the run is in the
+        phase's state (``copying`` / ``rolling_back``).
+    :param planned: partitions in the plan: the rows/s ceiling is shared among them.
+    :param control: live control (pause, stop, a new rows/s ceiling or batch time target),
+        read between batches; ``None`` reads the run-state table's control only.
+
+    Batches adapt their size toward ``target_batch_seconds`` (:class:`~.chunker.BatchSizer`);
+    a batch that hits the statement timeout is halved and tried again (GitLab's batched
+    migrations split a timing-out batch), and counts against the attempts only at the floor.
+    A batch that fails on data (a constraint, a foreign key, a conversion) is written key by
+    key: the keys that cannot be written are data errors, recorded with their error, and the
+    partition goes on while data errors stay at or under ``max_error_rate_pct`` of the keys
+    scanned (the seed's circuit breaker); above it the partition fails and the run halts.
     """
 
     def __init__(
@@ -88,27 +114,42 @@ class PartitionCopier:
         probes: list[LagProbe] | None = None,
         on_batch: Callable[[PartitionProgress, Chunk, int, float], None] | None = None,
         throttler: Throttler | None = None,
+        handle: RunHandle | None = None,
+        phase: str = COPY,
+        owner: str = "engine",
+        planned: int | None = None,
+        control: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.config = config
         self.db = db
         self.partition = partition
+        self.phase = phase
         self.store = CheckpointStore(db)
-        self.lock_key = lock_key(config)
-        self.chunker = IntegerKeysetChunker(db, config.source_table, config.key, partition, config.batch_size)
-        self.throttler = throttler or Throttler(
-            config.rate_per_partition(),
-            config.batch_size,
-            probes,
-            config.max_replica_lag_seconds,
-            config.replica_wait_timeout_seconds,
+        self.handle = handle or RunHandle(db, config, owner)
+        self.run_key = checkpoint_run_id(config, phase)
+        self.state = COPYING if phase == COPY else ROLLING_BACK
+        self.keeper: LeaseKeeper | None = None
+        self.sizer = BatchSizer(config.batch_size, config.target_batch_seconds, config.min_batch_size,
+                                config.max_batch_size)
+        self.chunker = IntegerKeysetChunker(db, config.source_table, config.key, partition, config.batch_size,
+                                            self.sizer)
+        self.throttler = throttler or build_throttler(
+            config, db, probes, planned, control or self.handle.control, config.batch_size,
         )
         d = db.dialect
-        if config.mode == "copy":
-            self.batch_sql = d.copy_batch_sql(
-                config.source_table, config.target_table, config.key, config.columns, db.schema, key_index
-            )
+        if phase == ROLLBACK:
+            self.batch_sql = d.nullify_batch_sql(config.source_table, config.key, list(config.columns), db.schema)
         else:
-            self.batch_sql = d.fill_batch_sql(config.source_table, config.key, config.columns, db.schema)
+            with db.session() as conn:  # the one typed projection: expressions cast to the target's types
+                types = target_casts(config, db, conn)
+            if config.mode == "copy":
+                self.batch_sql = d.copy_batch_sql(
+                    config.source_table, config.target_table, config.key, config.columns, db.schema, key_index, types
+                )
+            else:
+                self.batch_sql = d.fill_batch_sql(config.source_table, config.key, config.columns, db.schema, types)
+        self.tag = f"zdt_backfill:{config.run_id}:p{partition.index}"
+        self.batch_sql = d.tag_statement(self.batch_sql, self.tag)
         self.on_batch = on_batch
         self.retries = 0
         self._resync = False
@@ -119,10 +160,7 @@ class PartitionCopier:
         if self._conn is None:
             c = self.config
             self._conn = self.db.connect()
-            self.db.configure(
-                self._conn, f"zdt_backfill:{c.run_id}:p{self.partition.index}", c.lock_timeout_seconds,
-                c.statement_timeout_seconds,
-            )
+            self.db.configure(self._conn, self.tag, c.lock_timeout_seconds, c.statement_timeout_seconds)
             for sql in self.db.dialect.plan_pinning():
                 self.db.execute(self._conn, sql)
             self._conn.commit()
@@ -153,7 +191,7 @@ class PartitionCopier:
         if self._resync:
             # After an error the commit may have happened with its acknowledgement lost:
             # restart from what the checkpoint says was committed.
-            committed = self.store.watermark(conn, self.config.run_id, self.partition.index)
+            committed = self.store.watermark(conn, self.run_key, self.partition.index)
             if committed != self.chunker.watermark:
                 log.info("partition %s: the last batch had committed; resuming after key %d",
                          self.partition.label, committed)
@@ -161,13 +199,14 @@ class PartitionCopier:
             self._resync = False
         try:
             chunk = self.chunker.next(conn)
+            self._chunk = chunk
             if chunk is None:
                 conn.rollback()
                 return None
             rows = self.db.execute(conn, self.batch_sql, (chunk.lo, chunk.hi))
             self.store.advance(
-                conn, self.config.run_id, self.lock_key, self.partition.index, chunk.lo, chunk.hi, max(rows, 0),
-                chunk.keys,
+                conn, self.run_key, self.partition.index, chunk.lo, chunk.hi, max(rows, 0), chunk.keys,
+                self._guard,
             )
             conn.commit()
         except BaseException:
@@ -178,11 +217,74 @@ class PartitionCopier:
             raise
         return chunk, max(rows, 0)
 
+    def _failure(self, exc: BaseException, chunk: Chunk | None = None) -> str:
+        """A permanent error's message, naming the statement and the key range."""
+        rng = f"keys ({chunk.lo}, {chunk.hi}]" if chunk else f"the batch after key {self.chunker.watermark}"
+        first_line = self.batch_sql.split(" SELECT ")[0][:160]
+        return (f"partition {self.partition.label}: {rng} failed and a retry cannot fix it: {exc} "
+                f"(statement: {first_line} ...)")
+
+    def _isolate(self, chunk: Chunk, exc: BaseException, retrying: Retrying,
+                 progress: PartitionProgress) -> tuple[Chunk, int]:
+        """Write a chunk that failed on data key by key; the keys that fail are data errors.
+
+        The chunk's checkpoint then moves in one last transaction, so a retry never writes
+        the good keys twice. The circuit breaker trips when data errors exceed
+        ``max_error_rate_pct`` of the keys scanned.
+
+        :raises BatchError: the breaker tripped (the partition fails; the run halts).
+        """
+        log.warning("partition %s: keys (%d, %d] failed on data (%s); writing them one by one",
+                    self.partition.label, chunk.lo, chunk.hi, exc)
+        self._drop_connection()
+        conn = self._connection()
+        keys = [r[0] for r in self.db.query(conn, self.db.dialect.chunk_keys_sql(
+            self.config.source_table, self.config.key, self.db.schema), (chunk.lo, chunk.hi))]
+        conn.rollback()
+        failed: list[tuple[Any, str]] = []
+        written = 0
+
+        def one(key: int) -> int:
+            c = self._connection()
+            try:
+                n = self.db.execute(c, self.batch_sql, (key - 1, key))
+                c.commit()
+                return n
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    c.rollback()
+                raise
+
+        for key in keys:
+            try:
+                written += max(retrying(one, key), 0)
+            except Exception as err:
+                if not self.db.is_permanent(err):
+                    raise
+                failed.append((key, str(err).splitlines()[0][:200]))
+        conn = self._connection()
+        self.store.advance(conn, self.run_key, self.partition.index, chunk.lo, chunk.hi, written, chunk.keys,
+                           self._guard)
+        conn.commit()
+        self.data_errors += len(failed)
+        self.handle.record("data_error", f"partition {self.partition.label}: {len(failed)} key(s) of ({chunk.lo}, "
+                           f"{chunk.hi}] could not be written", {"keys": failed[:SHOWN_FAILED_KEYS], "count": len(failed),
+                                                                 "error": str(exc)[:500]})
+        scanned = progress.keys_scanned + chunk.keys
+        total = progress.data_errors + self.data_errors
+        rate = 100.0 * total / max(scanned, 1)
+        if rate > self.config.thresholds.max_error_rate_pct:
+            raise BatchError(
+                f"circuit breaker: {total} data error(s) in {scanned:,} keys ({rate:.4f}%) > "
+                f"{self.config.thresholds.max_error_rate_pct}%: {self._failure(exc, chunk)}"
+            ) from exc
+        return chunk, written
+
     # ------------------------------------------------------------------ the loop
     def run(self) -> PartitionResult:
         """Copy the partition to its end; return what was done.
 
-        :raises RunStoppedError: the run was stopped (rollback) or lost its lock.
+        :raises RunStoppedError: the run was stopped, halted or taken over (its lock lost).
         :raises CheckpointConflictError: another worker copies the same partition.
         :raises ThrottleTimeoutError: replicas lagged past the gate for too long.
         :raises BatchError: a constraint violation, bad data or bad SQL in a batch
@@ -190,11 +292,13 @@ class PartitionCopier:
         :raises Exception: a transient database error that persisted through
             :data:`BATCH_ATTEMPTS` attempts.
         """
-        cfg = self.config
         started = time.monotonic()
+        if self.phase == COPY:
+            self.handle.transition(COPYING, f"partition {self.partition.label} copying")
+        self._guard = self.handle.guard((self.state,))
         with self.db.session() as conn:
             progress = self.store.open_partition(
-                conn, cfg.run_id, self.partition.index, self.partition.lo, self.partition.hi
+                conn, self.run_key, self.partition.index, self.partition.lo, self.partition.hi
             )
         resumed = progress.watermark if progress.watermark >= self.partition.lo else None
         if resumed is not None:
@@ -204,52 +308,90 @@ class PartitionCopier:
             )
         self.chunker.open_at_watermark(progress.watermark)
         retrying = Retrying(
-            retry=retry_if_exception(self.db.is_transient),
+            retry=retry_if_exception(lambda e: self.db.is_transient(e) and not self.db.is_statement_timeout(e)),
             wait=wait_exponential_jitter(initial=BACKOFF_INITIAL_SECONDS, max=BACKOFF_MAX_SECONDS),
             stop=stop_after_attempt(BATCH_ATTEMPTS),
             before_sleep=self._before_retry,
             reraise=True,
         )
         rows_total = batches = 0
+        self.data_errors = 0
+        timeouts_at_floor = 0
+        self.keeper = LeaseKeeper(self.handle)
+        heart = HeartbeatWriter(self.db, self.handle.lock_key(), self.config.run_id)
         try:
+            self.keeper.__enter__()
+            heart.__enter__()
             while True:
+                if self.keeper.lost:
+                    raise RunStoppedError(f"run {self.config.run_id!r} lost its lease: partition {self.partition.label} stops")
                 self.throttler.before_batch()
+                target = self.throttler.last_control.get("target_batch_seconds")
+                if target is not None and float(target) != self.sizer.target_seconds:
+                    log.info("live control: batch time target %.2fs -> %.2fs", self.sizer.target_seconds, float(target))
+                    self.sizer.target_seconds = float(target)
                 t0 = time.monotonic()
+                self._chunk = None
                 try:
                     done = retrying(self._batch, progress)
                 except Exception as exc:
-                    if self.db.is_permanent(exc):
-                        raise BatchError(
-                            f"partition {self.partition.label}: batch after key {self.chunker.watermark} failed "
-                            f"and a retry cannot fix it: {exc}"
-                        ) from exc
-                    raise
+                    if self.db.is_statement_timeout(exc):
+                        self._resync = True
+                        self._drop_connection()
+                        if self.sizer.halve():
+                            self.retries += 1
+                            log.warning("partition %s: batch hit the statement timeout; halving it to %d rows",
+                                        self.partition.label, self.sizer.size)
+                            continue
+                        timeouts_at_floor += 1
+                        if timeouts_at_floor < BATCH_ATTEMPTS:
+                            self.retries += 1
+                            time.sleep(BACKOFF_INITIAL_SECONDS * timeouts_at_floor)
+                            continue
+                    if self.db.is_permanent(exc) and self.phase == COPY and self._chunk is not None:
+                        done = self._isolate(self._chunk, exc, retrying, progress)
+                    elif self.db.is_permanent(exc):
+                        self.data_errors += 1
+                        raise BatchError(self._failure(exc)) from exc
+                    else:
+                        raise
                 if done is None:
                     break
                 chunk, rows = done
                 seconds = time.monotonic() - t0
+                timeouts_at_floor = 0
                 self.chunker.advance(chunk)
                 self.chunker.feedback(chunk, rows, seconds)
                 rows_total += rows
                 batches += 1
                 progress.watermark = chunk.hi
                 progress.rows_written += rows
+                progress.keys_scanned += chunk.keys
                 progress.batches += 1
                 if self.on_batch:
                     self.on_batch(progress, chunk, rows, seconds)
-                self.throttler.after_batch(rows)
+                self.throttler.after_batch(chunk.keys)
         finally:
+            heart.__exit__(None, None, None)
+            self.keeper.__exit__(None, None, None)
+            self.handle.close()
             self._drop_connection()
             elapsed = time.monotonic() - started
             throttled = sum(self.throttler.throttled_seconds.values())
             with self.db.session() as conn:
                 self.store.add_counters(
-                    conn, cfg.run_id, self.partition.index, retries=self.retries,
-                    throttled_seconds=throttled, seconds=elapsed,
+                    conn, self.run_key, self.partition.index, retries=self.retries,
+                    throttled_seconds=throttled, seconds=elapsed, data_errors=self.data_errors,
                 )
+            if self.throttler.throttled_seconds:
+                with contextlib.suppress(Exception):
+                    self.handle.record("throttle", f"partition {self.partition.label}", {
+                        "partition": self.partition.index, "seconds": dict(self.throttler.throttled_seconds),
+                        "changes": self.throttler.events[-50:],
+                    })
         with self.db.session() as conn:
-            self.store.finish_partition(conn, cfg.run_id, self.partition.index)
-            final = self.store.open_partition(conn, cfg.run_id, self.partition.index, self.partition.lo, self.partition.hi)
+            self.store.finish_partition(conn, self.run_key, self.partition.index)
+            final = self.store.open_partition(conn, self.run_key, self.partition.index, self.partition.lo, self.partition.hi)
         return PartitionResult(
             partition=self.partition.to_dict(),
             progress=final.to_dict(),

@@ -20,7 +20,20 @@ log = logging.getLogger(__name__)
 
 #: MySQL/MariaDB error codes worth retrying: lock wait timeout, deadlock, server gone
 #: away, lost connection, too many connections, can't connect, query interrupted.
-MYSQL_TRANSIENT_CODES = frozenset({1205, 1213, 2006, 2013, 1040, 2003, 1317, 1927})
+#: 4031 (idle client disconnected by the server) and 2055 (lost connection, system error)
+#: are lost connections too; 1969/3024 are statement timeouts. A ``NOWAIT`` read that meets
+#: a locked row fails with 1205 (MariaDB) or 3572 (MySQL 8).
+MYSQL_TRANSIENT_CODES = frozenset({1205, 1213, 2006, 2013, 2055, 4031, 1040, 2003, 1317, 1927, 1969, 3024, 3572})
+#: Errors a retry cannot fix that mysqlclient raises as OperationalError: 1644 is a SIGNAL
+#: from a trigger or procedure (the application refusing the row).
+MYSQL_PERMANENT_CODES = frozenset({1644})
+#: A statement ran out of its time: MariaDB max_statement_time (1969), MySQL max_execution_time (3024).
+MYSQL_STATEMENT_TIMEOUT_CODES = frozenset({1969, 3024})
+#: Attempts at one DDL statement, each waiting at most the DDL lock wait for its lock.
+DDL_ATTEMPTS = 10
+#: Lock wait of a DDL statement (s): a queued exclusive lock queues the application behind it,
+#: so it gives up quickly and retries with backoff. MySQL rounds it up to 1 s.
+DDL_LOCK_WAIT_SECONDS = 1.0
 #: PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not
 #: available (lock_timeout), query canceled (statement_timeout), admin shutdown,
 #: cannot connect now, and the connection-exception class 08.
@@ -44,34 +57,57 @@ class Database:
     name: str = "db"
 
     @classmethod
-    def from_url(cls, url: str, schema: str | None = None) -> "Database":
+    def from_url(cls, url: str, schema: str | None = None, timeout_s: float | None = None) -> "Database":
         """Build from ``postgresql://user@host:port/db`` or ``mysql://user:pw@host:port/db``.
 
+        :param timeout_s: connect and read timeout (s), for probes; ``None``: the drivers' defaults.
         :raises ValueError: an unsupported scheme.
         """
         u = urlparse(url)
         scheme = u.scheme.split("+")[0]
-        dialect = dialect_for("postgres" if scheme.startswith("postgres") else scheme)
+        engine = "postgres" if scheme.startswith("postgres") else scheme
+        return cls.direct(
+            engine, u.hostname or "127.0.0.1", u.port, unquote(u.username or ""), unquote(u.password or ""),
+            u.path.lstrip("/"), schema=schema, name=f"{u.hostname}:{u.port}", timeout_s=timeout_s,
+        )
+
+    @classmethod
+    def direct(
+        cls, engine: str, host: str, port: int | None, user: str, password: str, database: str,
+        schema: str | None = None, name: str | None = None, timeout_s: float | None = None,
+    ) -> "Database":
+        """A database reached with the drivers directly (psycopg 3, mysqlclient).
+
+        MySQL connections use ``utf8mb4`` (a latin1 connection turns 4-byte characters into
+        ``?``). With ``timeout_s`` a connection gives up connecting, and (MySQL) reading or
+        writing, after that many seconds: probes of a hung replica must not hang the caller.
+
+        :raises ValueError: an unsupported engine.
+        """
+        dialect = dialect_for(engine)
         if dialect.name == "postgres":
 
             def connect() -> Any:
                 import psycopg
 
+                extra = {"connect_timeout": max(1, int(timeout_s))} if timeout_s else {}
                 return psycopg.connect(
-                    host=u.hostname, port=u.port or 5432, user=unquote(u.username or "postgres"),
-                    password=unquote(u.password or ""), dbname=u.path.lstrip("/") or "postgres",
+                    host=host, port=port or 5432, user=user or "postgres", password=password,
+                    dbname=database or "postgres", **extra,
                 )
         else:
 
             def connect() -> Any:
                 import MySQLdb
 
+                extra = ({"connect_timeout": max(1, int(timeout_s)), "read_timeout": max(1, int(timeout_s)),
+                          "write_timeout": max(1, int(timeout_s))} if timeout_s else {})
                 return MySQLdb.connect(
-                    host=u.hostname, port=u.port or 3306, user=unquote(u.username or "root"),
-                    password=unquote(u.password or ""), database=u.path.lstrip("/"), autocommit=False,
+                    host=host, port=port or 3306, user=user or "root", password=password, database=database,
+                    autocommit=False, charset="utf8mb4", **extra,
                 )
 
-        return cls(connect=connect, dialect=dialect, schema=schema, name=f"{u.hostname}:{u.port}")
+        return cls(connect=connect, dialect=dialect, schema=schema, name=name or f"{host}:{port}")
 
     # ------------------------------------------------------------------ sessions
     @contextlib.contextmanager
@@ -95,9 +131,16 @@ class Database:
                 conn.close()
 
     def configure(self, conn: Any, tag: str, lock_timeout_s: float, statement_timeout_s: float) -> None:
-        """Apply the session safety settings to an open connection and commit."""
+        """Apply the session safety settings to an open connection and commit. A setting the
+        server does not have (MySQL error 1193: MariaDB's ``max_statement_time`` on MySQL, MySQL's
+        ``max_execution_time`` on MariaDB) is skipped."""
         for sql, params in self.dialect.session_setup(lock_timeout_s, statement_timeout_s, tag):
-            self.execute(conn, sql, params)
+            try:
+                self.execute(conn, sql, params)
+            except Exception as exc:
+                if self.dialect.name == "mysql" and exc.args and exc.args[0] == 1193:
+                    continue
+                raise
         conn.commit()
 
     @staticmethod
@@ -135,6 +178,61 @@ class Database:
         finally:
             conn.close()
 
+    def run_ddl(
+        self, statements: list[tuple[str, tuple]], tag: str, lock_wait_s: float = DDL_LOCK_WAIT_SECONDS,
+        attempts: int = DDL_ATTEMPTS, autocommit: bool = False, log_fn: Callable[[str], None] | None = None,
+    ) -> list[list[tuple]]:
+        """Run DDL (or any statement that takes a table-level lock) with a bounded lock wait, retried.
+
+        Each attempt opens a session with :meth:`~.dialects.Dialect.ddl_session_setup` (PostgreSQL
+        ``lock_timeout``; MySQL ``lock_wait_timeout`` for the metadata lock and
+        ``innodb_lock_wait_timeout``), runs ``statements`` in one transaction and commits. A lock
+        wait that times out is a transient error: the attempt rolls back and the next one starts
+        after an exponential backoff with jitter (tenacity), so the application is never queued
+        behind this statement for longer than ``lock_wait_s`` at a time.
+
+        :param statements: ``(sql, params)`` pairs.
+        :param tag: session tag naming the run (``application_name`` / ``@zdt_backfill_run``).
+        :param lock_wait_s: longest wait for a lock per attempt (s).
+        :param attempts: attempts before giving up.
+        :param autocommit: run outside a transaction (PostgreSQL ``VACUUM``).
+        :param log_fn: called with each statement before it runs (destructive-step logging).
+        :returns: the rows of each statement.
+        :raises Exception: the last transient error after ``attempts``, or the first permanent one.
+        """
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+        def attempt() -> list[list[tuple]]:
+            with self.session() as conn:  # rolled back and closed on any failure
+                for sql, params in self.dialect.ddl_session_setup(lock_wait_s, tag):
+                    self.execute(conn, sql, params)
+                conn.commit()
+                if autocommit and self.dialect.name == "postgres":
+                    conn.autocommit = True
+                out = []
+                for sql, params in statements:
+                    if log_fn:
+                        log_fn(sql)
+                    out.append(self.query(conn, sql, params))
+                conn.commit()
+                return out
+
+        def before_sleep(state: Any) -> None:
+            log.warning("DDL attempt %d gave up waiting for its lock (%s); retrying", state.attempt_number,
+                        state.outcome.exception() if state.outcome else "")
+
+        return Retrying(
+            retry=retry_if_exception(self.is_transient), wait=wait_exponential_jitter(initial=0.5, max=10),
+            stop=stop_after_attempt(attempts), before_sleep=before_sleep, reraise=True,
+        )(attempt)
+
+    def resolved_schema(self, conn: Any) -> str:
+        """The schema (PostgreSQL) or database (MySQL) the tables live in: :attr:`schema`, or the
+        connection's current one when unset."""
+        if self.schema:
+            return self.schema
+        return str(self.query(conn, f"SELECT {self.dialect.current_schema}")[0][0])
+
     # ------------------------------------------------------------------ errors
     def is_permanent(self, exc: BaseException) -> bool:
         """True for errors no retry can fix: constraint violations, bad data, bad SQL."""
@@ -148,7 +246,18 @@ class Database:
             import MySQLdb
 
             kinds = (MySQLdb.IntegrityError, MySQLdb.DataError, MySQLdb.ProgrammingError)
+            if isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in MYSQL_PERMANENT_CODES:
+                return True
         return isinstance(exc, kinds) and not self.is_transient(exc)
+
+    def is_statement_timeout(self, exc: BaseException) -> bool:
+        """True when a statement ran out of its statement timeout (the batch was too big for
+        the time allowed): PostgreSQL 57014 "canceling statement due to statement timeout",
+        MariaDB 1969, MySQL 3024."""
+        if self.dialect.name == "postgres":
+            sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
+            return sqlstate == "57014" and "statement timeout" in str(exc)
+        return bool(getattr(exc, "args", None)) and exc.args[0] in MYSQL_STATEMENT_TIMEOUT_CODES
 
     def is_transient(self, exc: BaseException) -> bool:
         """True for errors a retry can fix: lock waits, deadlocks, timeouts, lost connections."""

@@ -1,10 +1,18 @@
-"""Forward (contract) or rollback, on the seed's thresholds.
+"""Forward (contract), rollback, or hold: the decision after validation and repair.
 
-The seed's table: *Forward* when checksum match >= 99.99 % and replica lag < 2 s;
-*Rollback* when the error rate > 0.01 %, on a lock timeout, or lag > 5 s. We go
-forward only when every forward condition holds, and roll back otherwise: a run
-that is neither clearly good nor clearly bad is not good enough to contract (a
-rollback leaves the legacy schema untouched, a contract may drop it).
+The seed's table rolls back when "foreign key violations, deadlocks, or checksum
+mismatches exceed 0.01 %" and on lag or lock timeouts. Taken literally, that destroys a
+good copy on signals that only call for a pause. Here:
+
+- **health never destroys**: replica lag, load and unreachable replicas hold the run
+  (with a deadline, then ``halted``); they never lead to rollback;
+- **transient retries are not errors**: lock waits and deadlocks that a retry got past
+  are how the backfill yields to the application; they are reported as yields;
+- **errors** are data errors (batches that failed on a constraint, a foreign key or a
+  conversion) plus the differences still left after repair;
+- **repair, then decide**: zero remaining errors goes forward; a rate above
+  ``max_error_rate_pct`` rolls back (the seed's rule); anything in between, or a
+  checksum difference that no key explains, holds for a human.
 """
 
 from __future__ import annotations
@@ -14,68 +22,56 @@ from typing import Any
 
 from .config import Thresholds
 
-CONTRACT = "contract"
+FORWARD = "forward"
 ROLLBACK = "rollback"
+HOLD = "hold"
 
 
 @dataclass(frozen=True)
 class BranchDecision:
+    """``branch`` is ``forward``, ``rollback`` or ``hold``; ``reasons`` say why, in words."""
+
     branch: str
     reasons: list[str] = field(default_factory=list)
+    error_rate_pct: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"branch": self.branch, "reasons": list(self.reasons)}
+        return {"branch": self.branch, "reasons": list(self.reasons), "error_rate_pct": self.error_rate_pct}
 
 
 def error_rate_pct(errors: int, rows: int) -> float:
-    """Errors per processed row, in percent (0 when no rows were processed)."""
+    """Errors per processed row, in percent (0 when no rows were processed and none failed)."""
     return 100.0 * errors / rows if rows else (100.0 if errors else 0.0)
 
 
 def decide_branch(
-    match_pct: float,
-    count_parity: bool,
-    errors: int,
+    remaining_mismatches: int,
+    data_errors: int,
     rows: int,
-    lag_seconds: float | None,
     t: Thresholds,
     unexplained_ranges: int = 0,
 ) -> BranchDecision:
     """Pure branch decision.
 
-    :param match_pct: checksum match (percent of expected rows that are right).
-    :param count_parity: source and target row counts are equal.
-    :param errors: transient errors met during the backfill (retried batches).
-    :param rows: rows processed (keys scanned).
-    :param lag_seconds: worst replica lag now (s), ``None`` if a replica is unreachable.
-    :param t: the thresholds.
-    :param unexplained_ranges: ranges whose checksums differ though no differing key was
-        found; any such range rolls back (the checksum cannot vouch for it).
-    :returns: ``contract`` with the conditions that held, or ``rollback`` with the ones that failed.
+    :param remaining_mismatches: rows still missing, different or extra after repair.
+    :param data_errors: batches that failed on data during the copy and the repair.
+    :param rows: rows processed (the larger of keys scanned and source rows validated).
+    :param t: the thresholds (``max_error_rate_pct``, seed default 0.01 %).
+    :param unexplained_ranges: ranges whose checksums differ though no differing key was found.
+    :returns: the decision with its reasons.
     """
-    failed: list[str] = []
-    if match_pct < t.min_checksum_match_pct:
-        failed.append(f"checksum match {match_pct:.4f}% < {t.min_checksum_match_pct}%")
-    if unexplained_ranges:
-        failed.append(f"{unexplained_ranges} range(s) with differing checksums and no differing key found")
-    if not count_parity and t.min_checksum_match_pct >= 100:
-        failed.append("row counts differ")
+    errors = remaining_mismatches + data_errors
     rate = error_rate_pct(errors, rows)
+    detail = f"{remaining_mismatches} row(s) still differing after repair, {data_errors} data error(s), over {rows:,} rows"
+    if unexplained_ranges:
+        return BranchDecision(
+            HOLD, [f"{unexplained_ranges} range(s) have differing checksums but no differing key was found: "
+                   "a human decides", detail], rate,
+        )
+    if errors == 0:
+        return BranchDecision(FORWARD, [f"no difference left after repair and no data error ({rows:,} rows)"], rate)
     if rate > t.max_error_rate_pct:
-        failed.append(f"error rate {rate:.4f}% > {t.max_error_rate_pct}%")
-    if lag_seconds is None:
-        failed.append("a replica is unreachable (counts as lagging)")
-    elif lag_seconds > t.rollback_lag_seconds:
-        failed.append(f"replica lag {lag_seconds:.1f}s > {t.rollback_lag_seconds}s")
-    elif lag_seconds >= t.forward_max_lag_seconds:
-        failed.append(f"replica lag {lag_seconds:.1f}s >= {t.forward_max_lag_seconds}s (forward needs less)")
-    if failed:
-        return BranchDecision(ROLLBACK, failed)
+        return BranchDecision(ROLLBACK, [f"error rate {rate:.4f}% > {t.max_error_rate_pct}%", detail], rate)
     return BranchDecision(
-        CONTRACT,
-        [
-            f"checksum match {match_pct:.4f}% >= {t.min_checksum_match_pct}%",
-            f"error rate {rate:.4f}% <= {t.max_error_rate_pct}%",
-            f"replica lag {lag_seconds or 0:.1f}s < {t.forward_max_lag_seconds}s",
-        ],
+        HOLD, [f"error rate {rate:.4f}% <= {t.max_error_rate_pct}% but not zero: a human decides", detail], rate,
     )

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .checksum import target_casts
 from .config import RunConfig
 from .db import Database
-from .dialects import expr
+from .dialects import ColumnType
 from .errors import PreflightError
 
 
@@ -30,11 +31,14 @@ class DualWriteResult:
         return dict(self.__dict__)
 
 
-def dual_write_check_sql(config: RunConfig, db: Database) -> str:
+def dual_write_check_sql(config: RunConfig, db: Database, types: dict[str, ColumnType] | None = None) -> str:
     """``(recent_rows, mismatched_rows)`` over source rows changed in the window.
 
     Params: ``(window_seconds,)``. A recent row mismatches when the target has no row
-    with its key (copy mode) or a target column differs from its expression.
+    with its key (copy mode) or a target column differs from its expected value: the
+    typed projection (the expression cast to the column's type, ``types`` from
+    :func:`~.checksum.target_casts`), compared on the checksum's encodings, so a correctly
+    dual-written ``balance * 100`` in a ``DECIMAL(16,0)`` column is equal.
     """
     d, c = db.dialect, config
     k = d.quote(c.key)
@@ -42,8 +46,11 @@ def dual_write_check_sql(config: RunConfig, db: Database) -> str:
     src = d.table(c.source_table, db.schema)
     since = "now() - make_interval(secs => %s)" if d.name == "postgres" else "now(6) - INTERVAL %s SECOND"
     names = [d.quote(f"zdt_c{i}") for i in range(len(c.columns))]
-    proj = ", ".join(f"{expr(e)} AS {n}" for e, n in zip(c.columns.values(), names, strict=True))
-    equal = " AND ".join(d.null_safe_equal(f"t.{d.quote(col)}", f"s.{n}") for col, n in zip(c.columns, names, strict=True))
+    types = types or {}
+    proj = ", ".join(f"{e} AS {n}" for e, n in zip(d.typed_projection(c.columns, types), names, strict=True))
+    equal = " AND ".join(
+        d.null_safe_equal(f"t.{d.quote(col)}", f"s.{n}", types.get(col)) for col, n in zip(c.columns, names, strict=True)
+    )
     tgt = d.table(c.target_table, db.schema)
     return (
         f"SELECT count(*), coalesce(sum(CASE WHEN t.{k} IS NULL OR NOT ({equal}) THEN 1 ELSE 0 END), 0)"
@@ -64,7 +71,8 @@ def confirm_dual_write(config: RunConfig, db: Database) -> DualWriteResult:
         return DualWriteResult("assumed", detail="dual-write assumed by conf (dual_write=assumed); not verified")
     window = c.dual_write_window_minutes * 60
     with db.session() as conn:
-        recent, bad = db.query(conn, dual_write_check_sql(c, db), (window,))[0]
+        types = target_casts(c, db, conn)
+        recent, bad = db.query(conn, dual_write_check_sql(c, db, types), (window,))[0]
         recent, bad = int(recent), int(bad)
         conn.rollback()
     if recent == 0:

@@ -1,24 +1,46 @@
 """Replica lag probes.
 
-A probe measures one replica's lag in seconds. An unreachable replica, or one whose
-lag is unknown (``Seconds_Behind_Master`` NULL because replication stopped), reads as
-``None``, which the throttler treats as lagging, never as caught up.
+A probe measures one replica's lag in seconds. The signal to trust is the heartbeat
+(:mod:`.heartbeat`): ``now() - ts`` of the row the primary rewrites every 250 ms, read on
+the replica, so a disconnected WAL receiver, a stopped SQL thread or a slow network all
+show as growing lag (gh-ost, pt-heartbeat). The engines' own replay status is a second
+signal (PostgreSQL: time since the last replayed transaction while replay is behind;
+MySQL/MariaDB: ``Seconds_Behind_Master``); the larger of the two counts.
 
-The base reads the engines' own replay status (PostgreSQL: time since the last
-replayed transaction while replay is behind receive; MySQL/MariaDB:
-``Seconds_Behind_Master``). Both can be stale; the health-gating issue adds a
-heartbeat probe (gh-ost, pt-heartbeat) behind the same interface.
+Nothing reads as zero by accident: an unreachable replica, a query that fails or times out,
+a stopped replication thread, or a replica that has replayed nothing yet reads as ``None``
+(lag unknown), which the throttler treats as lagging, never as caught up. Probes connect
+and read with a timeout, so a hung replica cannot stall the batch loop.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .db import Database
 
 log = logging.getLogger(__name__)
+
+#: Connect and read timeout of a probe (s).
+PROBE_TIMEOUT_SECONDS = 5.0
+
+OK, UNKNOWN, UNREACHABLE = "ok", "unknown", "unreachable"
+
+
+@dataclass(frozen=True)
+class LagReading:
+    """One replica's lag: ``seconds`` (``None`` when unknown), ``status`` (``ok``, ``unknown``:
+    reachable but lag not measurable, e.g. replication stopped; ``unreachable``), the
+    ``source`` that gave the figure (``heartbeat`` or ``replay``) and a short ``detail``."""
+
+    name: str
+    seconds: float | None
+    status: str = OK
+    source: str = "heartbeat"
+    detail: str = ""
 
 
 class LagProbe(Protocol):
@@ -28,51 +50,104 @@ class LagProbe(Protocol):
         """Lag in seconds; ``None`` when unreachable or unknown."""
 
 
-class ReplicaStatusProbe:
-    """Reads a replica's replay status over a kept-open connection (reopened on error).
+class ReplicaLagProbe:
+    """Heartbeat lag plus replay status of one replica, over a kept-open connection (reopened
+    after an error).
 
-    :param db: a :class:`~.db.Database` connected to the replica.
-    :raises ValueError: from :meth:`measure` when the server is not a replica (a
-        misconfigured replica connection must fail loudly, not read as "no lag").
+    :param db: a :class:`~.db.Database` connected to the replica (with timeouts: see
+        :meth:`~.db.Database.direct`).
+    :param heartbeat: the heartbeat row to read (the run's lock key); ``None`` (or a row not
+        there yet, before pre-flight created it) uses replay status alone.
+    :raises ValueError: from :meth:`read` when a reachable server says it is not a replica
+        (a misconfigured replica connection must fail loudly, not read as "no lag").
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, heartbeat: str | None = None, timeout_s: float = PROBE_TIMEOUT_SECONDS) -> None:
         self.db = db
         self.name = db.name
+        self.heartbeat = heartbeat
+        self.timeout_s = timeout_s
         self._conn: Any = None
 
     def measure(self) -> float | None:
+        return self.read().seconds
+
+    def read(self) -> LagReading:
         try:
             if self._conn is None:
                 self._conn = self.db.connect()
+                for sql, params in self.db.dialect.probe_session_setup(self.timeout_s):
+                    self.db.execute(self._conn, sql, params)
+                self._conn.commit()
+        except Exception as exc:
+            log.warning("replica %s unreachable: %s", self.name, exc)
+            self.close()
+            return LagReading(self.name, None, UNREACHABLE, "connect", str(exc)[:200])
+        try:
             return self._read(self._conn)
         except ValueError:
             raise
-        except Exception as exc:  # unreachable counts as lagging
-            log.warning("replica %s unreachable: %s", self.name, exc)
+        except Exception as exc:  # a lost connection, a timeout, a refused query: lag unknown
+            log.warning("replica %s: lag unknown (%s)", self.name, exc)
             self.close()
-            return None
+            return LagReading(self.name, None, UNKNOWN, "error", str(exc)[:200])
 
-    def _read(self, conn: Any) -> float | None:
-        if self.db.dialect.name == "postgres":
-            rows = self.db.query(conn, self.db.dialect.replica_lag_sql())
-            conn.rollback()  # do not hold a snapshot open on the replica
+    def _heartbeat_age(self, conn: Any) -> float | None:
+        if not self.heartbeat:
+            return None
+        try:
+            rows = self.db.query(conn, self.db.dialect.heartbeat_age_sql(self.db.schema), (self.heartbeat,))
+        except Exception as exc:
+            if _missing_table(exc):  # not created yet (before pre-flight): replay status only
+                conn.rollback()
+                return None
+            raise
+        finally:
+            with contextlib.suppress(Exception):
+                conn.rollback()  # do not hold a snapshot open on the replica
+        return float(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def _read(self, conn: Any) -> LagReading:
+        beat = self._heartbeat_age(conn)
+        replay, detail = self._replay(conn)
+        if beat is not None:
+            seconds = max(beat, replay) if replay is not None else beat
+            source = "replay" if replay is not None and replay > beat else "heartbeat"
+            return LagReading(self.name, max(seconds, 0.0), OK, source, detail)
+        if replay is None:
+            return LagReading(self.name, None, UNKNOWN, "replay", detail or "replication lag unknown")
+        return LagReading(self.name, max(replay, 0.0), OK, "replay", detail)
+
+    def _replay(self, conn: Any) -> tuple[float | None, str]:
+        d = self.db.dialect
+        if d.name == "postgres":
+            rows = self.db.query(conn, d.replica_lag_sql())
+            conn.rollback()
             in_recovery, lag = rows[0]
             if not in_recovery:
                 raise ValueError(f"{self.name} is not a replica (pg_is_in_recovery() is false)")
-            return float(lag)
+            return (None if lag is None else float(lag)), "" if lag is not None else "nothing replayed yet"
         status = None
+        last_error: Exception | None = None
         for sql in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
             try:
                 rows = self.db.query_dicts(conn, sql)
-            except Exception:
-                continue
+            except Exception as exc:
+                if _syntax_error(exc):  # an older server: try the other spelling
+                    last_error = exc
+                    continue
+                raise  # a lost connection (2013), a timeout: lag unknown, not "not a replica"
             status = rows[0] if rows else {}
             break
+        if status is None:
+            raise ValueError(f"{self.name}: cannot read the replica status: {last_error}")
         if not status:
             raise ValueError(f"{self.name} is not a replica (SHOW SLAVE STATUS is empty)")
         lag = status.get("Seconds_Behind_Source", status.get("Seconds_Behind_Master"))
-        return None if lag is None else float(lag)
+        io = status.get("Replica_IO_Running", status.get("Slave_IO_Running"))
+        sql_running = status.get("Replica_SQL_Running", status.get("Slave_SQL_Running"))
+        detail = "" if lag is not None else f"replication stopped (IO {io}, SQL {sql_running})"
+        return (None if lag is None else float(lag)), detail
 
     def close(self) -> None:
         if self._conn is not None:
@@ -81,9 +156,37 @@ class ReplicaStatusProbe:
         self._conn = None
 
 
-def max_lag(probes: list[LagProbe]) -> tuple[float | None, dict[str, float | None]]:
+#: The probe without a heartbeat row (replay status only), as before the heartbeat.
+def ReplicaStatusProbe(db: Database) -> ReplicaLagProbe:  # noqa: N802 - kept as the older name
+    return ReplicaLagProbe(db, None)
+
+
+def _missing_table(exc: BaseException) -> bool:
+    sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
+    code = exc.args[0] if getattr(exc, "args", None) else None
+    return sqlstate == "42P01" or code == 1146
+
+
+def _syntax_error(exc: BaseException) -> bool:
+    code = exc.args[0] if getattr(exc, "args", None) else None
+    return code == 1064
+
+
+def read_all(probes: list[Any]) -> list[LagReading]:
+    """Every probe's :class:`LagReading` (plain :class:`LagProbe` objects are wrapped)."""
+    out = []
+    for p in probes:
+        if hasattr(p, "read"):
+            out.append(p.read())
+        else:
+            v = p.measure()
+            out.append(LagReading(p.name, v, OK if v is not None else UNKNOWN))
+    return out
+
+
+def max_lag(probes: list[Any]) -> tuple[float | None, dict[str, float | None]]:
     """Measure every probe; return ``(worst lag or None if any unknown, {name: lag})``."""
-    readings = {p.name: p.measure() for p in probes}
+    readings = {r.name: r.seconds for r in read_all(probes)}
     if any(v is None for v in readings.values()):
         return None, readings
     return (max(readings.values()) if readings else 0.0), readings

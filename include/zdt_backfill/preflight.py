@@ -6,9 +6,18 @@ write of a run), so a run refused here leaves the database exactly as it was.
 
 Checks (fatal unless marked *warn*):
 
-- the source (and in copy mode the target) table exists, and every named column;
-- the key is an integer column with a unique single-column index on the source
-  (and on the target in copy mode, which ``ON CONFLICT``/``ON DUPLICATE KEY`` needs);
+- the source (and in copy mode the target) is a table (a view is refused as a view) and
+  exists, and every named column;
+- the key is an integer, ``NOT NULL`` column (a unique index allows NULLs, and rows with a
+  NULL key are neither copied nor validated) with a unique single-column index on the
+  source (and on the target in copy mode, which ``ON CONFLICT``/``ON DUPLICATE KEY``
+  needs); these key checks run, and refuse, before any check of the columns, so a refusal
+  names the real cause; the key is not listed among the columns;
+- every column expression is a pure function of the source row, parsed per dialect by
+  :func:`~.expressions.expression_problems`: column references, literals, operators,
+  ``CASE``, ``CAST`` and allow-listed deterministic functions only (no subquery, no other
+  table, no ``now()``/``random()``, no ``pg_sleep``/``sleep``), so validation can trust
+  that evaluating it twice gives the same value;
 - the target columns are nullable (fatal in fill mode, which finds unfilled rows by
   ``IS NULL``; *warn* in copy mode);
 - fill mode: no target column is read by a column expression (that is an in-place
@@ -35,13 +44,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import heartbeat
 from .checkpoint import CheckpointStore
 from .chunker import Partition, plan_partitions
 from .config import RunConfig
-from .copier import lock_key
 from .db import Database
 from .errors import PreflightError
+from .expressions import expression_problems
 from .lag import LagProbe, max_lag
+from .runstate import HALTED, RunHandle, RunStateStore
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +92,7 @@ class Plan:
     partitions: list[dict[str, Any]]
     checks: list[Check] = field(default_factory=list)
     explain: Any = None
+    lock: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -110,6 +122,35 @@ def _columns(db: Database, conn: Any, table: str) -> dict[str, tuple[str, bool]]
     return {r[0]: (str(r[1]).lower(), bool(r[2])) for r in rows}
 
 
+#: What a relation other than a table is, by PostgreSQL ``relkind`` / MySQL ``table_type``.
+NOT_A_TABLE = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence",
+               "VIEW": "a view", "SYSTEM VIEW": "a system view", "SEQUENCE": "a sequence"}
+
+
+def _relation_kind(db: Database, conn: Any, table: str) -> str | None:
+    """PostgreSQL ``pg_class.relkind`` / MySQL ``information_schema.tables.table_type`` of a
+    relation, ``None`` when there is none of that name."""
+    if db.dialect.name == "postgres":
+        sql = ("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+               " WHERE n.nspname = coalesce(%s, current_schema()) AND c.relname = %s")
+    else:
+        sql = ("SELECT table_type FROM information_schema.tables"
+               " WHERE table_schema = coalesce(%s, database()) AND table_name = %s")
+    rows = db.query(conn, sql, (db.schema, table))
+    if not rows:
+        return None
+    kind = rows[0][0]
+    return kind.decode() if isinstance(kind, (bytes, bytearray)) else str(kind)
+
+
+def _is_table(checks: "_Checks", name: str, label: str, kind: str | None) -> bool:
+    """Add the check that a relation is a table; False (and a failed check) when it is not."""
+    what = NOT_A_TABLE.get(kind or "")
+    if what:
+        return checks.add(name, False, f"{label} is {what}, not a table: give the table it reads")
+    return True
+
+
 def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) -> Plan:
     """Run every read-only check and plan the partitions.
 
@@ -120,17 +161,22 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     checks = _Checks()
     where = f"{c.schema}." if c.schema else ""
 
+    if not _is_table(checks, "source_table", f"{where}{c.source_table}", _relation_kind(db, conn, c.source_table)):
+        checks.raise_if_failed()
     src_cols = _columns(db, conn, c.source_table)
     if not checks.add("source_table", bool(src_cols), f"{where}{c.source_table} {'exists' if src_cols else 'not found'}"):
         checks.raise_if_failed()
     if c.mode == "copy":
+        if not _is_table(checks, "target_table", f"{where}{c.target_table}", _relation_kind(db, conn, c.target_table)):
+            checks.raise_if_failed()
         tgt_cols = _columns(db, conn, c.target_table)
         if not checks.add("target_table", bool(tgt_cols), f"{where}{c.target_table} {'exists' if tgt_cols else 'not found'}"):
             checks.raise_if_failed()
     else:
         tgt_cols = src_cols
 
-    key_type = src_cols.get(c.key, ("", False))[0]
+    # The key first: a refusal must name the key's problem, not a consequence of it.
+    key_type, key_nullable = src_cols.get(c.key, ("", False))
     if not checks.add("key", c.key in src_cols, f"key column {c.key!r} {'found' if c.key in src_cols else 'not found'} in source"):
         checks.raise_if_failed()
     checks.add(
@@ -139,8 +185,39 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         f"key {c.key!r} is {key_type}"
         + ("" if key_type in INTEGER_TYPES else ": only integer keys are supported (composite and non-integer keys are not yet)"),
     )
+    checks.add(
+        "key_not_null",
+        not key_nullable,
+        f"key column {c.key!r} of {c.source_table} is NULL-able: a unique index allows NULLs, and rows with a NULL "
+        "key are neither copied nor validated; make it NOT NULL (or the primary key)"
+        if key_nullable else f"key column {c.key!r} is NOT NULL",
+    )
     if c.mode == "copy":
-        checks.add("target_key", c.key in tgt_cols, f"key column {c.key!r} {'found' if c.key in tgt_cols else 'not found'} in target")
+        if checks.add("target_key", c.key in tgt_cols, f"key column {c.key!r} {'found' if c.key in tgt_cols else 'not found'} in target"):
+            checks.add(
+                "target_key_not_null",
+                not tgt_cols[c.key][1],
+                f"key column {c.key!r} of {c.target_table} is NULL-able: rows the application writes with a NULL key "
+                "would never be validated; make it NOT NULL (or the primary key)"
+                if tgt_cols[c.key][1] else f"target key column {c.key!r} is NOT NULL",
+            )
+    checks.raise_if_failed()
+    checks.add(
+        "key_not_in_columns",
+        c.key not in c.columns,
+        f"the key {c.key!r} is copied as is; do not list it in columns" if c.key in c.columns
+        else "the key is copied as is",
+    )
+    unsafe = {
+        col: problems for col, e in c.columns.items()
+        if (problems := expression_problems(e, d.name, c.allow_functions, c.source_table))
+    }
+    checks.add(
+        "expressions",
+        not unsafe,
+        " ".join(f"expression for {col!r} ({c.columns[col]}): {'; '.join(p)}." for col, p in unsafe.items())
+        if unsafe else f"{len(c.columns)} expression(s) read only the source row, deterministically",
+    )
     missing = [col for col in c.columns if col not in tgt_cols]
     checks.add("target_columns", not missing, f"missing in target: {missing}" if missing else f"{len(c.columns)} target column(s) found")
     not_nullable = [col for col in c.columns if col in tgt_cols and not tgt_cols[col][1]]
@@ -252,27 +329,75 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     )
 
 
-def run_preflight(config: RunConfig, db: Database, probes: list[LagProbe]) -> Plan:
+def target_sequences(config: RunConfig, db: Database, conn: Any) -> dict[str, Any]:
+    """The target's sequences now (copy mode), which rollback restores.
+
+    PostgreSQL: ``{"sequences": {name: {"last_value": n | None, "start": n, "column": c}}}`` for the
+    sequences owned by the target's columns; MySQL: ``{"auto_increment": n | None}``.
+    """
+    d = db.dialect
+    if config.mode != "copy":
+        return {}
+    if d.name == "postgres":
+        sql, params = d.owned_sequences_sql(config.target_table, db.schema)
+        rows = db.query(conn, sql, params)
+        return {"sequences": {r[0]: {"last_value": r[1], "start": r[2], "column": r[3]} for r in rows}}
+    rows = db.query(conn, d.auto_increment_sql(), (db.schema, config.target_table))
+    return {"auto_increment": rows[0][0] if rows else None}
+
+
+def run_preflight(
+    config: RunConfig, db: Database, probes: list[LagProbe], owner: str = "preflight", parity_db: Database | None = None,
+) -> Plan:
     """Check, plan, then create the control tables and take the run lock.
 
-    :returns: the :class:`Plan`.
+    A run whose lock row names an expired or halted run takes it over and adopts its
+    checkpoints (see :meth:`~.runstate.RunHandle.acquire`); the partitions then come from
+    those checkpoints, never from a fresh plan, which could move bounds past watermarks.
+    A failure after the lock was taken releases it (the run goes to ``halted``).
+
+    :returns: the :class:`Plan` (``plan.lock`` says how the lock was taken).
     :raises PreflightError: a fatal check failed; nothing was written.
-    :raises ConcurrentRunError: another run holds the lock on the target table; nothing was written.
+    :raises ConcurrentRunError: another run holds a live lease on the target table; nothing was written.
+    :raises PreflightError: also on a fatal staging/production parity difference (``parity_db``: the
+        other environment, from ``parity_conn_id``), before anything is written.
     """
+    if parity_db is not None:
+        from .parity import compare
+
+        tables = [config.source_table] + ([config.target_table] if config.mode == "copy" else [])
+        report = compare(parity_db, db, tables)  # staging = parity_db, production = this run's db
+        for d in report.warnings:
+            log.warning("environment parity: %s", d.line())
+        report.raise_if_fatal()
+    handle = RunHandle(db, config, owner)
     with db.session() as conn:
         plan = inspect(config, db, conn, probes)
+        sequences = target_sequences(config, db, conn)
+        conn.rollback()
+        RunStateStore(db).create_tables(conn)  # the first write of a run, after every check passed
         store = CheckpointStore(db)
-        existing = store.progress(conn, config.run_id)
-        if existing:
-            # A re-run of pre-flight in the same run (a cleared task re-runs its setup): the
-            # checkpoints own the key ranges. A fresh plan could move partition bounds past
-            # stored watermarks and skip keys, so the original partitions are kept.
-            plan.partitions = [Partition(p.partition_no, p.lo, p.hi).to_dict() for p in existing]
-            log.info("run %s has checkpoints: resuming its %d partition(s)", config.run_id, len(existing))
-        store.create_tables(conn)  # the first write of a run, after every check passed
-        store.acquire(conn, lock_key(config), config.run_id, config.to_dict())
-        for p in plan.partitions:  # the plan is persisted: every partition gets its checkpoint now
-            store.open_partition(conn, config.run_id, p["index"], p["lo"], p["hi"])
+        store.create_tables(conn)
+        heartbeat.create_table(db, conn)
+        plan.lock = handle.acquire(conn, sequences)
+        try:
+            existing = store.progress(conn, config.run_id)
+            conn.rollback()
+            if existing:
+                # A re-run of pre-flight (a cleared task) or a takeover: the checkpoints own the key
+                # ranges. A fresh plan could move partition bounds past stored watermarks and skip keys.
+                plan.partitions = [Partition(p.partition_no, p.lo, p.hi).to_dict() for p in existing]
+                log.info("run %s has checkpoints: resuming its %d partition(s)", config.run_id, len(existing))
+            for p in plan.partitions:  # the plan is persisted: every partition gets its checkpoint now
+                store.open_partition(conn, config.run_id, p["index"], p["lo"], p["hi"])
+            handle.record("plan", f"{len(plan.partitions)} partition(s), key index {plan.key_index}", {
+                "key_index": plan.key_index, "partitions": plan.partitions, "rows_estimate": plan.rows_estimate,
+                "min_key": plan.min_key, "max_key": plan.max_key, "lock": plan.lock,
+            })
+        except BaseException as exc:
+            conn.rollback()
+            handle.release(HALTED, f"pre-flight failed after taking the lock: {exc}")
+            raise
     return plan
 
 

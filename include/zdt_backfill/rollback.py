@@ -1,22 +1,25 @@
 """Rollback: the backward end of expand/contract. Idempotent: running it twice is safe.
 
-Steps, in order:
+Steps, each a function, in order:
 
-1. **stop**: the run lock moves to ``rolling_back``; any partition still copying
-   fails its next checkpoint update and stops (the seed's "SIGTERM to the backfill
-   process", done through the database so it reaches every worker);
-2. **flip routing back** to ``legacy``. The seed flips the flag last; we flip it
-   first so no reader is routed to a target that is being emptied;
-3. **empty the target**: copy mode ``TRUNCATE`` (one statement, transactional on
-   PostgreSQL, atomic DDL on MySQL); fill mode sets the filled columns back to NULL
-   in keyset batches, one transaction each, so it never locks the whole table;
-4. **reset sequences** owned by the target's columns (copy mode; PostgreSQL
-   ``setval(seq, 1, false)``, the same as ``ALTER SEQUENCE ... RESTART`` but with the
-   sequence name as a bound value; MySQL's ``TRUNCATE`` already resets AUTO_INCREMENT);
-5. **clear caches**: Redis keys matching ``cache_key_pattern``, with ``SCAN`` +
-   ``UNLINK`` (never ``KEYS``, which blocks Redis; ``UNLINK`` frees memory off the main thread).
+1. :func:`stop`: the run goes to ``rolling_back``, read from and written to the state table
+   (refused when another run holds the lock, or when the run contracted); any partition
+   still copying fails its next checkpoint update and stops (the seed's "SIGTERM to the
+   backfill process", done through the database so it reaches every worker);
+2. routing back to ``legacy`` (:func:`~.contract.flip_back`). The seed flips the flag last;
+   it flips first here, so no reader is routed to a target that is being emptied;
+3. :func:`empty_target`: copy mode ``TRUNCATE`` with a short lock wait, retried
+   (:meth:`~.db.Database.run_ddl`: a queued ``TRUNCATE`` would queue the application's
+   writes behind it); fill mode NULLs the filled columns through the copy's own batch loop
+   (keyset chunks, one transaction each, throttled, lag-gated, checkpointed);
+4. :func:`restore_sequences`: each sequence of the target back to the value recorded at
+   pre-flight (PostgreSQL ``setval``; MySQL ``ALTER TABLE ... AUTO_INCREMENT``), not to 1;
+5. :func:`clear_caches`: Redis keys matching ``cache_key_pattern``, with ``SCAN`` + ``UNLINK``
+   (never ``KEYS``, which blocks Redis; ``UNLINK`` frees memory off the main thread);
+6. :func:`finish`: the run is ``rolled_back``.
 
-The legacy data is never touched. Every destructive statement is logged first.
+Once the run is ``rolled_back``, every step is a no-op. The legacy data is never touched.
+Every destructive statement is logged and recorded (exact SQL, reason) before it runs.
 """
 
 from __future__ import annotations
@@ -24,118 +27,142 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
-
 from .checkpoint import CheckpointStore
-from .chunker import IntegerKeysetChunker, Partition
+from .chunker import Partition
 from .config import RunConfig
-from .copier import lock_key
+from .copier import ROLLBACK, PartitionCopier, checkpoint_run_id
 from .db import Database
-from .errors import RunStoppedError
+from .lag import LagProbe
+from .runstate import (
+    AWAITING_APPROVAL,
+    HALTED,
+    HOLDING,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    VALIDATING,
+    InvalidTransitionError,
+    RunHandle,
+)
 
 log = logging.getLogger(__name__)
 
-#: Attempts at TRUNCATE, each waiting at most lock_timeout_seconds for its lock.
-TRUNCATE_ATTEMPTS = 10
 #: Keys per SCAN call when clearing caches (a hint to Redis, not a limit).
 REDIS_SCAN_COUNT = 1000
 
 
-def stop(config: RunConfig, db: Database) -> bool:
-    """Signal running partitions to stop.
+def already_rolled_back(handle: RunHandle) -> bool:
+    """True when this run already rolled back (its steps are then no-ops).
 
-    :returns: True (this run holds the lock, now ``rolling_back``).
-    :raises RunStoppedError: this run does not hold the lock on the target (another run
-        took it): nothing of that run may be rolled back from here.
+    :raises InvalidTransitionError: the run is neither rolling back nor rolled back (or
+        another run holds the lock): no rollback step may run.
     """
-    store = CheckpointStore(db)
-    with db.session() as conn:
-        if store.tables_exist(conn) and store.set_state(conn, lock_key(config), config.run_id, "rolling_back"):
-            return True
-        raise RunStoppedError(
-            f"run {config.run_id!r} does not hold the backfill lock on {lock_key(config)} "
-            f"(now {store.state(conn, lock_key(config))}): refusing to roll back another run's target"
+    row = handle.row()
+    if row is not None and row.run_id == handle.run_id and row.state == ROLLED_BACK:
+        log.info("run %s already rolled back: nothing to do", handle.run_id)
+        return True
+    if row is None or row.run_id != handle.run_id or row.state != ROLLING_BACK:
+        raise InvalidTransitionError(
+            f"rollback steps need this run rolling back; the lock row says {row.run_id if row else None!r} "
+            f"{row.state if row else None}"
         )
+    return False
 
 
-def empty_target(config: RunConfig, db: Database) -> dict[str, Any]:
-    """Truncate the target (copy) or NULL the filled columns in batches (fill)."""
+def stop(config: RunConfig, db: Database, handle: RunHandle, reason: str) -> dict[str, Any]:
+    """Signal running partitions to stop: the run goes to ``rolling_back``.
+
+    :raises RunStoppedError: another run holds the lock: nothing of it may be rolled back from here.
+    :raises InvalidTransitionError: the run contracted (or is contracting).
+    """
+    row = handle.row()
+    if row is not None and row.run_id == config.run_id and row.state == ROLLED_BACK:
+        return {"stopped": False, "already": ROLLED_BACK}
+    handle.transition(ROLLING_BACK, reason, only_from=(VALIDATING, AWAITING_APPROVAL, HALTED, HOLDING, ROLLING_BACK))
+    handle.window("active_backfill", "end")
+    return {"stopped": True}
+
+
+def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: list[LagProbe] | None = None) -> dict[str, Any]:
+    """Truncate the target (copy) or NULL the filled columns in checkpointed batches (fill)."""
     c, d = config, db.dialect
+    if already_rolled_back(handle):
+        return {"skipped": "already rolled back"}
     if c.mode == "copy":
         sql = f"TRUNCATE TABLE {d.table(c.target_table, db.schema)}"
-
-        def truncate() -> None:
-            # A short lock wait, retried: while TRUNCATE queues for its exclusive lock,
-            # the application's writes to the table queue behind it.
-            with db.session(f"zdt_backfill:{c.run_id}:rollback", c.lock_timeout_seconds, c.statement_timeout_seconds) as conn:
-                log.warning("destructive: %s", sql)
-                db.execute(conn, sql)
-                conn.commit()
-
-        Retrying(
-            retry=retry_if_exception(db.is_transient), wait=wait_exponential_jitter(initial=0.5, max=10),
-            stop=stop_after_attempt(TRUNCATE_ATTEMPTS), reraise=True,
-        )(truncate)
+        handle.destructive("truncate", sql, "rollback: empty the copy target")
+        db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
         return {"statement": sql}
-    # fill mode: keyset batches over the whole key range
-    k = d.quote(c.key)
-    sets = ", ".join(f"{d.quote(col)} = NULL" for col in c.columns)
-    any_set = " OR ".join(f"{d.quote(col)} IS NOT NULL" for col in c.columns)
-    sql = f"UPDATE {d.table(c.source_table, db.schema)} SET {sets} WHERE {k} > %s AND {k} <= %s AND ({any_set})"
-    log.warning("destructive, in batches of %d keys: %s", c.batch_size, sql)
+    sql = d.nullify_batch_sql(c.source_table, c.key, list(c.columns), db.schema)
+    handle.destructive("nullify", sql, f"rollback: NULL the filled columns in keyset batches of {c.batch_size}")
+    with db.session() as conn:
+        earlier = CheckpointStore(db).progress(conn, checkpoint_run_id(c, ROLLBACK))
+        if earlier:  # a retried rollback resumes its own checkpoint, over the same bounds
+            lo, hi = earlier[0].lo, earlier[0].hi
+        else:
+            lo, hi = db.query(conn, *d.key_bounds_sql(c.source_table, c.key, db.schema))[0][:2]
     rows = batches = 0
-    with db.session(f"zdt_backfill:{c.run_id}:rollback", c.lock_timeout_seconds, c.statement_timeout_seconds) as conn:
-        lo, hi = db.query(conn, f"SELECT min({k}), max({k}) FROM {d.table(c.source_table, db.schema)}")[0]
-        conn.rollback()
-        if lo is not None:
-            chunker = IntegerKeysetChunker(db, c.source_table, c.key, Partition(0, lo, hi), c.batch_size)
-            while (chunk := chunker.next(conn)) is not None:
-                rows += max(db.execute(conn, sql, (chunk.lo, chunk.hi)), 0)
-                conn.commit()
-                chunker.advance(chunk)
-                batches += 1
+    if lo is not None:
+        # One partition over the whole key range at the start of the rollback (rows inserted
+        # since planning included), through the copy's loop: its checkpoints, throttle, lag gate.
+        result = PartitionCopier(c, db, Partition(0, lo, hi), probes=probes, handle=handle, phase=ROLLBACK).run()
+        rows, batches = result.progress["rows_written"], result.progress["batches"]
     return {"statement": sql, "rows": rows, "batches": batches}
 
 
-def reset_sequences(config: RunConfig, db: Database) -> list[str]:
-    """Restart the sequences owned by the target's columns (copy mode, PostgreSQL)."""
+def restore_sequences(config: RunConfig, db: Database, handle: RunHandle) -> list[str]:
+    """Restore the target's sequences (PostgreSQL) or AUTO_INCREMENT (MySQL) recorded at pre-flight."""
     c, d = config, db.dialect
-    if c.mode != "copy" or d.name != "postgres":
+    if c.mode != "copy" or already_rolled_back(handle):
         return []
-    done = []
-    with db.session() as conn:
-        seqs = db.query(
-            conn,
-            "SELECT pg_get_serial_sequence(%s, column_name) FROM information_schema.columns"
-            " WHERE table_schema = coalesce(%s, current_schema()) AND table_name = %s"
-            " AND pg_get_serial_sequence(%s, column_name) IS NOT NULL",
-            (d.table(c.target_table, db.schema), db.schema, c.target_table, d.table(c.target_table, db.schema)),
-        )
-        for (seq,) in seqs:
-            # seq comes back already quoted/qualified by PostgreSQL; pass it as regclass
-            log.warning("destructive: SELECT setval(%s, 1, false)  -- restart the sequence", seq)
-            db.query(conn, "SELECT setval(%s::regclass, 1, false)", (seq,))
-            done.append(seq)
-        conn.commit()
+    recorded = handle.row().sequences
+    done: list[str] = []
+    if d.name == "postgres":
+        with db.session() as conn:
+            for seq, v in (recorded.get("sequences") or {}).items():
+                value, called = (v["last_value"], True) if v.get("last_value") is not None else (v["start"], False)
+                sql = d.set_sequence_sql()
+                handle.destructive("reset_sequences", f"{sql} -- ({seq}, {value}, {called})",
+                                   "rollback: restore the sequence recorded at pre-flight")
+                db.query(conn, sql, (seq, value, called))
+                done.append(f"{seq}={value}{'' if called else ' (not called)'}")
+            conn.commit()
+    elif recorded.get("auto_increment") is not None:
+        sql = d.set_auto_increment_sql(c.target_table, recorded["auto_increment"], db.schema)
+        handle.destructive("reset_sequences", sql, "rollback: restore the AUTO_INCREMENT recorded at pre-flight")
+        db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
+        done.append(f"AUTO_INCREMENT={recorded['auto_increment']}")
     return done
 
 
-def clear_caches(config: RunConfig) -> dict[str, Any]:
+def clear_caches(config: RunConfig, handle: RunHandle | None = None) -> dict[str, Any]:
     """Delete Redis keys matching ``cache_key_pattern`` with SCAN + UNLINK; returns the count."""
     if not config.cache_redis_url:
         return {"cleared": 0, "skipped": "no cache configured"}
     import redis
 
-    client = redis.Redis.from_url(config.cache_redis_url)
+    client = redis.Redis.from_url(config.cache_redis_url, socket_timeout=10, socket_connect_timeout=5)
     cleared = 0
     batch: list[bytes] = []
-    log.warning("destructive: UNLINK keys matching %r (SCAN + UNLINK)", config.cache_key_pattern)
-    for key in client.scan_iter(match=config.cache_key_pattern, count=REDIS_SCAN_COUNT):
-        batch.append(key)
-        if len(batch) >= REDIS_SCAN_COUNT:
+    if handle is not None:
+        handle.destructive("clear_caches", f"SCAN MATCH {config.cache_key_pattern} + UNLINK", "rollback: clear caches")
+    else:
+        log.warning("destructive: UNLINK keys matching %r (SCAN + UNLINK)", config.cache_key_pattern)
+    try:
+        for key in client.scan_iter(match=config.cache_key_pattern, count=REDIS_SCAN_COUNT):
+            batch.append(key)
+            if len(batch) >= REDIS_SCAN_COUNT:
+                cleared += client.unlink(*batch)
+                batch.clear()
+        if batch:
             cleared += client.unlink(*batch)
-            batch.clear()
-    if batch:
-        cleared += client.unlink(*batch)
-    client.close()
+    finally:
+        client.close()
     return {"cleared": cleared, "pattern": config.cache_key_pattern}
+
+
+def finish(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]:
+    """The run is ``rolled_back`` (a no-op when it already is)."""
+    if already_rolled_back(handle):
+        return {"state": ROLLED_BACK, "already": True}
+    handle.transition(ROLLED_BACK, "rollback complete", only_from=(ROLLING_BACK,))
+    return {"state": ROLLED_BACK}

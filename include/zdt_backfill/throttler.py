@@ -1,132 +1,379 @@
-"""Throttling: collect signals, then decide with a pure function.
+"""Throttling: collect signals, then decide with a pure function (gh-ost's throttler).
 
-Following gh-ost, collecting (replica lag readings) is separate from deciding:
-:func:`decide` takes the readings and the limits and returns a :class:`Decision`
-with a short reason such as ``replica-lag=3.2s>2.0s``. The :class:`Throttler` runs
-the loop between batches and counts time spent throttled, by reason.
+**Collectors** read the world: replica lag (:mod:`.lag`, heartbeat first), load on the
+primary (:class:`LoadCollector`: ``Threads_running``, row-lock waits, deadlocks, history
+list length on MySQL; active backends, ungranted locks, deadlocks, autovacuum on the
+tables, WAL rate on PostgreSQL), a user throttle query (gh-ost's ``--throttle-query``:
+CPU or any external metric as a number), and live control (pause, stop, new limits).
 
-The rows/s ceiling is a token bucket from ``pyrate-limiter`` (GCRA): after a batch
-of ``n`` rows the next one waits until ``n`` tokens have refilled at the partition's
-rate, so the long-run rate stays at or under the ceiling.
+**Deciding** is pure: :func:`decide` takes the :class:`Readings` and the :class:`Limits`
+and returns a :class:`Decision` with a *kind* (``lag``, ``lag-unknown``,
+``replica-unreachable``, ``load``, ``throttle-query``, ``paused``, ``critical``) and a reason
+with the figure (``lag=3.2s>2s``, ``threads_running=31>=25``).
+
+The :class:`Throttler` runs the loop between batches: it logs a change of the reason's
+kind once, a held throttle's figure at most every :data:`HELD_LOG_SECONDS`, counts the time
+held by kind, gives up after ``max_wait_seconds`` (the run then halts; nothing is
+destroyed), and halts at once on critical load. The rows/s ceiling is a token bucket
+(``pyrate-limiter``, GCRA) charged on keys *scanned*, so a re-run over a full target that
+inserts nothing is throttled too.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import Counter
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
 
-from .errors import ThrottleTimeoutError
-from .lag import LagProbe, max_lag
+from .db import Database
+from .errors import PermanentError, ThrottleTimeoutError
+from .lag import UNREACHABLE, LagReading, read_all
 
 log = logging.getLogger(__name__)
 
-#: How often replica lag is read between batches, at most (s). gh-ost reads its
-#: heartbeat every 100 ms in the background; between batches, once a second is enough.
-LAG_CHECK_INTERVAL_SECONDS = 1.0
+#: How often the signals are read between batches, at most (s). The heartbeat is written
+#: every 250 ms; reading every 0.5 s closes the gate within one batch of a paused replica.
+CHECK_INTERVAL_SECONDS = 0.5
 #: Sleep while throttled before reading the signals again (s).
 THROTTLE_SLEEP_SECONDS = 0.5
+#: A held throttle logs its figure at most this often (s).
+HELD_LOG_SECONDS = 10.0
+
+
+
+class CriticalLoadError(PermanentError):
+    """Load passed a critical threshold (gh-ost's ``--critical-load``): the run halts at once."""
+
+
+class StopRequestedError(PermanentError):
+    """An operator asked the run to stop (live control): the run halts, nothing destroyed."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Thresholds of :func:`decide`.
+
+    :param max_lag_seconds: replica lag gate (s); ``None`` disables it.
+    :param max_load: load signal -> value at or above which batches wait.
+    :param critical_load: load signal -> value at or above which the run halts.
+    :param throttle_query_max: the throttle query's value at or above which batches wait.
+    """
+
+    max_lag_seconds: float | None = None
+    max_load: dict[str, float] = field(default_factory=dict)
+    critical_load: dict[str, float] = field(default_factory=dict)
+    throttle_query_max: float | None = None
+
+
+@dataclass(frozen=True)
+class Readings:
+    """One collection of every signal (values ``None`` when unknown)."""
+
+    lag: tuple[LagReading, ...] = ()
+    load: dict[str, float | None] = field(default_factory=dict)
+    throttle_query: float | None = None
+    paused: bool = False
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Whether to hold the next batch, and why (empty reason when not throttled)."""
+    """Whether to hold the next batch (``throttle``) or halt the run (``halt``), of what ``kind``
+    and why (``reason`` carries the figure). Empty kind when going."""
 
     throttle: bool
+    kind: str = ""
     reason: str = ""
+    halt: bool = False
 
 
-def decide(lag_seconds: float | None, readings: dict[str, float | None], max_lag_seconds: float | None) -> Decision:
-    """Pure throttle decision on replica lag.
+def decide(readings: Readings, limits: Limits) -> Decision:
+    """Pure throttle decision; the first matching rule wins.
 
-    :param lag_seconds: worst lag over the replicas (s), ``None`` if any is unknown.
-    :param readings: per-replica lag (s) for the reason text.
-    :param max_lag_seconds: the gate (s); ``None`` disables it.
-    :returns: throttle with reason ``replica-lag=<s>s><max>s`` or ``replica-unreachable=<name>``.
+    1. critical load halts; 2. an operator's pause holds; 3. an unreachable replica, or one
+    whose lag is unknown, holds (never read as zero); 4. lag over the gate holds; 5. load at
+    or over a threshold holds; 6. the throttle query at or over its threshold holds.
     """
-    if max_lag_seconds is None or not readings:
-        return Decision(False)
-    if lag_seconds is None:
-        unknown = ",".join(n for n, v in readings.items() if v is None)
-        return Decision(True, f"replica-unreachable={unknown}")
-    if lag_seconds > max_lag_seconds:
-        return Decision(True, f"replica-lag={lag_seconds:.1f}s>{max_lag_seconds:g}s")
+    for name, limit in limits.critical_load.items():
+        v = readings.load.get(name)
+        if v is not None and v >= limit:
+            return Decision(True, "critical", f"critical {name}={v:g}>={limit:g}", halt=True)
+    if readings.paused:
+        return Decision(True, "paused", "paused by an operator")
+    if limits.max_lag_seconds is not None and readings.lag:
+        down = [r for r in readings.lag if r.seconds is None]
+        if down:
+            kind = "replica-unreachable" if any(r.status == UNREACHABLE for r in down) else "lag-unknown"
+            return Decision(True, kind, f"{kind}: " + ", ".join(f"{r.name} ({r.detail or r.status})" for r in down))
+        worst = max(readings.lag, key=lambda r: r.seconds or 0.0)
+        if worst.seconds is not None and worst.seconds > limits.max_lag_seconds:
+            return Decision(True, "lag", f"lag={worst.seconds:.1f}s>{limits.max_lag_seconds:g}s ({worst.name}, {worst.source})")
+    for name, limit in limits.max_load.items():
+        v = readings.load.get(name)
+        if v is not None and v >= limit:
+            return Decision(True, "load", f"{name}={v:g}>={limit:g}")
+    if limits.throttle_query_max is not None and readings.throttle_query is not None:
+        if math.isnan(readings.throttle_query) or readings.throttle_query >= limits.throttle_query_max:
+            return Decision(True, "throttle-query", f"throttle_query={readings.throttle_query:g}>={limits.throttle_query_max:g}")
     return Decision(False)
 
 
-class Throttler:
-    """Between-batch gate: replica lag first, then the rows/s ceiling.
+class LoadCollector:
+    """Load signals of the primary (see :meth:`~.dialects.Dialect.load_sql`). Counters become
+    rates per second between two readings; the first reading has no rate (``None``).
 
-    :param rows_per_second: ceiling for this partition (rows/s), ``None`` for none.
-    :param burst_rows: most rows admitted at once (the batch size).
+    :param db: the primary.
+    :param tables: the source and target tables (PostgreSQL: autovacuum running on them).
+    """
+
+    COUNTERS = frozenset({"row_lock_waits", "row_lock_time_ms", "deadlocks", "wal_bytes"})
+
+    def __init__(self, db: Database, tables: tuple[str, ...], clock: Callable[[], float] = time.monotonic) -> None:
+        self.db = db
+        self.tables = tables
+        self.clock = clock
+        self._conn: Any = None
+        self._last: tuple[float, dict[str, float]] | None = None
+
+    def read(self) -> dict[str, float | None]:
+        try:
+            if self._conn is None:
+                self._conn = self.db.connect()
+            d = self.db.dialect
+            sql, params, shape = d.load_sql(self.db.schema, self.tables)
+            if shape == "row":
+                row = self.db.query_dicts(self._conn, sql, params)[0]
+            else:
+                row = {d.LOAD_STATUS[name]: value for name, value in self.db.query(self._conn, sql, params)}
+                if row.get("threads_running") is not None:
+                    row["threads_running"] = float(row["threads_running"]) - 1  # not this probe's own thread
+            self._conn.rollback()
+        except Exception as exc:  # the primary's own batches will fail too; do not crash here
+            log.warning("load signals unreadable: %s", exc)
+            self.close()
+            return {}
+        now = self.clock()
+        raw = {k: (float(v) if v is not None else None) for k, v in row.items()}
+        out: dict[str, float | None] = {k: v for k, v in raw.items() if k not in self.COUNTERS}
+        last = self._last
+        for k in self.COUNTERS & raw.keys():
+            prev = last[1].get(k) if last else None
+            dt = now - last[0] if last else 0
+            out[f"{k}_per_s"] = ((raw[k] - prev) / dt) if (prev is not None and raw[k] is not None and dt > 0) else None
+        # Innodb_row_lock_time_avg averages every wait since the server started; the average
+        # over the last interval is the live signal (the seed: "< 50 ms").
+        if last and raw.get("row_lock_waits") is not None and last[1].get("row_lock_waits") is not None:
+            waits = raw["row_lock_waits"] - last[1]["row_lock_waits"]
+            spent = (raw.get("row_lock_time_ms") or 0) - (last[1].get("row_lock_time_ms") or 0)
+            out["row_lock_time_avg_ms"] = spent / waits if waits > 0 else 0.0
+        out.pop("row_lock_time_ms_per_s", None)
+        self._last = (now, {k: v for k, v in raw.items() if v is not None})
+        return out
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:
+                pass
+        self._conn = None
+
+
+class ThrottleQuery:
+    """gh-ost's ``--throttle-query``: one read-only ``SELECT`` returning a number (CPU %, a
+    queue depth...), compared with ``throttle_query_max``. Unreadable reads as NaN (holds)."""
+
+    def __init__(self, db: Database, query: str) -> None:
+        self.db = db
+        self.query = query
+
+    def read(self) -> float:
+        try:
+            with self.db.session() as conn:
+                for sql, params in self.db.dialect.probe_session_setup(5.0):
+                    self.db.execute(conn, sql, params)
+                rows = self.db.query(conn, self.query.replace("%", "%%"))
+            return float(rows[0][0]) if rows and rows[0] and rows[0][0] is not None else float("nan")
+        except Exception as exc:
+            log.warning("throttle query failed (holding): %s", exc)
+            return float("nan")
+
+
+class Throttler:
+    """Between-batch gate: signals first (lag, load, throttle query, live control), then the
+    rows/s ceiling.
+
+    :param rows_per_second: ceiling for this partition (rows/s, charged on keys scanned), ``None`` for none.
+    :param burst_rows: most rows admitted at once (the largest batch).
     :param probes: replica lag probes.
     :param max_lag_seconds: lag gate (s), ``None`` for none.
-    :param max_wait_seconds: longest continuous lag throttle before giving up (s).
+    :param max_wait_seconds: longest continuous throttle before the run halts (s); an
+        operator's pause has no deadline.
+    :param limits: load limits; ``max_lag_seconds`` above is folded into them.
+    :param load: the load collector (``None``: no load signals).
+    :param throttle_query: the user's throttle query (``None``: none).
+    :param control: returns live control (``{"pause": bool, "stop": bool, "max_rows_per_second": n}``).
     """
 
     def __init__(
         self,
         rows_per_second: float | None,
         burst_rows: int,
-        probes: list[LagProbe] | None = None,
+        probes: list[Any] | None = None,
         max_lag_seconds: float | None = None,
         max_wait_seconds: float = 600.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        limits: Limits | None = None,
+        load: LoadCollector | None = None,
+        throttle_query: ThrottleQuery | None = None,
+        control: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.probes = probes or []
-        self.max_lag_seconds = max_lag_seconds
+        base = limits or Limits()
+        self.limits = Limits(max_lag_seconds, base.max_load, base.critical_load, base.throttle_query_max)
         self.max_wait_seconds = max_wait_seconds
         self.clock = clock
         self.sleep = sleep
+        self.load = load
+        self.throttle_query = throttle_query
+        self.control = control
         self.throttled_seconds: Counter[str] = Counter()
         self.max_lag_seen: float = 0.0
+        self.events: list[dict[str, Any]] = []
+        self.last_control: dict[str, Any] = {}
         self._last_check = float("-inf")
-        self._last_reason = ""
+        self._kind = ""
+        self._burst = max(1, burst_rows)
+        self._rate: float | None = None
         self._limiter: Limiter | None = None
+        self.set_rate(rows_per_second)
+
+    # ------------------------------------------------------------------ rate
+    def set_rate(self, rows_per_second: float | None) -> None:
+        """(Re)set the rows/s ceiling (live control may change it between batches)."""
+        if rows_per_second == self._rate and (self._limiter is not None) == bool(rows_per_second):
+            return
+        self._rate = rows_per_second
+        self._limiter = None
         if rows_per_second:
             # Per-minute rate so fractional rows/s keep their precision in integer units.
-            rate = Rate(max(1, round(rows_per_second * 60)), Duration.MINUTE, burst=max(1, burst_rows))
+            rate = Rate(max(1, round(rows_per_second * 60)), Duration.MINUTE, burst=self._burst)
             self._limiter = Limiter(StateBucket([rate], TokenBucket()), buffer_ms=0)
 
-    def before_batch(self) -> None:
-        """Block while a replica lags past the gate; raise after ``max_wait_seconds``.
+    @property
+    def rate(self) -> float | None:
+        return self._rate
 
-        :raises ThrottleTimeoutError: throttled continuously for longer than allowed.
+    # ------------------------------------------------------------------ signals
+    def _apply_control(self, ctl: dict[str, Any]) -> None:
+        self.last_control = ctl
+        if ctl.get("stop"):
+            raise StopRequestedError(f"stop requested by an operator ({ctl.get('source', 'control')})")
+        if "max_rows_per_second" in ctl:
+            new = ctl["max_rows_per_second"] or None
+            if new != self._rate:
+                log.info("live control: rows/s ceiling %s -> %s", self._rate, new)
+                self.set_rate(new)
+
+    def collect(self) -> Readings:
+        ctl = self.control() if self.control else {}
+        self._apply_control(ctl)
+        lag = tuple(read_all(self.probes)) if self.probes and self.limits.max_lag_seconds is not None else ()
+        for r in lag:
+            if r.seconds is not None:
+                self.max_lag_seen = max(self.max_lag_seen, r.seconds)
+        load = self.load.read() if self.load else {}
+        tq = self.throttle_query.read() if self.throttle_query else None
+        return Readings(lag, load, tq, bool(ctl.get("pause")))
+
+    def before_batch(self) -> None:
+        """Block while a signal says hold; raise past the deadline or on critical load.
+
+        :raises ThrottleTimeoutError: throttled continuously for longer than ``max_wait_seconds``.
+        :raises CriticalLoadError: critical load (halt now).
+        :raises StopRequestedError: an operator asked the run to stop.
         """
-        if not self.probes or self.max_lag_seconds is None:
-            return
-        if self.clock() - self._last_check < LAG_CHECK_INTERVAL_SECONDS:
+        if self.control is not None:  # live control takes effect at the next batch
+            ctl = self.control()
+            if not ctl.get("pause") and not ctl.get("stop") and self.clock() - self._last_check < CHECK_INTERVAL_SECONDS:
+                self._apply_control(ctl)
+                return
+        elif self.clock() - self._last_check < CHECK_INTERVAL_SECONDS:
             return
         started = self.clock()
+        last_log = float("-inf")
         while True:
             self._last_check = self.clock()
-            worst, readings = max_lag(self.probes)
-            if worst is not None:
-                self.max_lag_seen = max(self.max_lag_seen, worst)
-            d = decide(worst, readings, self.max_lag_seconds)
-            if d.reason != self._last_reason:  # log when the reason changes, as gh-ost does
-                log.info("throttle: %s", d.reason or "released")
-                self._last_reason = d.reason
+            d = decide(self.collect(), self.limits)
+            if d.halt:
+                self._note(d)
+                raise CriticalLoadError(d.reason)
+            if d.kind != self._kind:  # a change of kind is logged once, with its figure
+                if d.kind:
+                    log.warning("throttle: %s", d.reason)
+                else:
+                    log.info("throttle released (was %s) after %.1fs", self._kind, self.clock() - started)
+                self._note(d)
+                self._kind = d.kind
+                last_log = self.clock()
+            elif d.throttle and self.clock() - last_log >= HELD_LOG_SECONDS:
+                log.info("throttle held %.0fs: %s", self.clock() - started, d.reason)
+                last_log = self.clock()
             if not d.throttle:
                 return
             waited = self.clock() - started
-            if waited > self.max_wait_seconds:
+            if d.kind != "paused" and waited > self.max_wait_seconds:
                 raise ThrottleTimeoutError(f"throttled for {waited:.0f}s: {d.reason}")
             t0 = self.clock()
             self.sleep(THROTTLE_SLEEP_SECONDS)
-            self.throttled_seconds[d.reason.split("=")[0]] += self.clock() - t0
+            self.throttled_seconds[d.kind] += self.clock() - t0
 
-    def after_batch(self, rows: int) -> None:
-        """Wait until ``rows`` fit under the rows/s ceiling; count the wait under ``rate``."""
-        if self._limiter is None or rows <= 0:
+    def _note(self, d: Decision) -> None:
+        self.events.append({"kind": d.kind or "released", "reason": d.reason or "released"})
+
+    def after_batch(self, keys: int) -> None:
+        """Wait until ``keys`` (keys *scanned*, whether or not they were written) fit under the
+        rows/s ceiling; count the wait under ``rate``, and log it when it starts."""
+        if self._limiter is None or keys <= 0:
             return
         t0 = self.clock()
-        self._limiter.try_acquire("rows", weight=rows)
+        while keys > 0:  # a batch larger than the bucket is charged in bucket-sized pieces
+            piece = min(keys, self._burst)
+            self._limiter.try_acquire("rows", weight=piece)
+            keys -= piece
         waited = self.clock() - t0
         if waited > 0.001:
+            if self._kind != "rate" and self.throttled_seconds["rate"] == 0:
+                log.info("throttle: rate ceiling %.0f rows/s", self._rate or 0)
             self.throttled_seconds["rate"] += waited
+
+
+def build_throttler(
+    config: Any, db: Database, probes: list[Any] | None, planned: int | None,
+    control: Callable[[], dict[str, Any]] | None, burst_rows: int,
+) -> Throttler:
+    """The throttle of one partition of a run: its share of the rows/s ceiling (among the
+    *planned* partitions), the replica-lag gate, the load limits of the config (a limit of
+    0 is off), the throttle query, and live control.
+
+    :param config: the :class:`~.config.RunConfig`.
+    :param burst_rows: the largest batch (rows), the token bucket's capacity.
+    """
+    limits = Limits(
+        config.max_replica_lag_seconds,
+        {k: v for k, v in config.max_load.items() if v > 0},
+        {k: v for k, v in config.critical_load.items() if v > 0},
+        config.throttle_query_max,
+    )
+    tables = tuple(t for t in (config.source_table, config.target_table) if t)
+    return Throttler(
+        config.rate_per_partition(planned), burst_rows, probes, config.max_replica_lag_seconds,
+        config.replica_wait_timeout_seconds, limits=limits, load=LoadCollector(db, tables),
+        throttle_query=ThrottleQuery(db, config.throttle_query) if config.throttle_query else None,
+        control=control,
+    )

@@ -1,14 +1,20 @@
 """Builds the zero-downtime backfill DAG: the expand/contract compatibility windows as task groups.
 
-    preflight.check (setup, takes the run lock)
+    preflight.check (setup: takes the run lock, or takes over a dead run and resumes it)
       -> dual_write.confirm
       -> backfill.copy_partition  (mapped: one task per key-range partition)
       -> replica_catchup.wait_for_replicas  (deferrable)
-      -> validation.checksum
-      -> decide  --> contract.flip_routing -> contract.drop_legacy -> contract.reclaim_storage
-                 \\-> rollback.stop_backfill -> rollback.flip_routing_back -> rollback.empty_target
-                     -> rollback.reset_sequences -> rollback.clear_caches
-      -> report.write_report  (teardown of preflight: always runs, releases the lock)
+      -> validation.checksum -> validation.repair (repairs named keys, re-validates)
+      -> decide  (holds for lagging replicas; forward / rollback / hold from the state table)
+      -> approval.review  (human-in-the-loop branch: contract | roll back | hold; auto when allowed)
+           -> contract.flip_routing (1 % ramp watched, 100 %, writes new only) -> contract.soak (deferrable)
+              -> contract.approve_drop -> contract.legacy_action -> contract.reclaim_storage -> contract.finish
+           -> rollback.stop_backfill -> rollback.flip_routing_back -> rollback.empty_target
+              -> rollback.restore_sequences -> rollback.clear_caches -> rollback.finish
+           -> approval.hold
+      -> report.diagnose  (the seed's symptom queries with verdicts; never fails)
+      -> report.write_report  (teardown of preflight: releases the lease, writes the report, and
+                               fails the run unless it contracted)
 
 One factory so ``zero_downtime_backfill`` and a scheduled staging rehearsal share
 every task and differ only in their defaults and schedule.
@@ -19,16 +25,22 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
 
 from zdt_airflow.operators import (
+    ApprovalBranchOperator,
     ContractOperator,
-    DecideBranchOperator,
+    DecideOperator,
+    DiagnoseOperator,
+    DropApprovalOperator,
     DualWriteOperator,
     PartitionBackfillOperator,
     PreflightOperator,
+    RepairOperator,
     ReportOperator,
     RollbackOperator,
+    SoakSensor,
     ValidateOperator,
 )
 from zdt_airflow.sensors import ReplicaLagSensor
@@ -66,6 +78,11 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                                   title="Replica connection ids",
                                   description="Replicas whose lag gates batches and must catch up before validation.",
                                   section="Connection and tables"),
+        "parity_conn_id": Param(d.get("parity_conn_id"), type=["null", "string"], title="Staging connection (parity)",
+                                description="The other environment's Airflow connection: pre-flight compares server "
+                                            "version, settings and the tables' schema and indexes with it, and fails "
+                                            "on a difference that changes the backfill's behaviour.",
+                                section="Connection and tables"),
         "schema": Param(d.get("schema"), type=["null", "string"], pattern=IDENT, title="Schema",
                         description="PostgreSQL schema / MySQL database of the tables; empty = the connection's default.",
                         section="Connection and tables"),
@@ -88,6 +105,11 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                          description='{"target_column": "SQL expression over source columns"}, '
                                      'e.g. {"email_normalized": "lower(trim(email))"}.',
                          section="Connection and tables"),
+        "dry_run": Param(bool(d.get("dry_run", False)), type="boolean", title="Dry run",
+                         description="Only pre-flight, EXPLAIN of the batch statements, partition and batch "
+                                     "boundaries and a duration estimate, in the pre-flight task's log: nothing is "
+                                     "written, no lock is taken; the run ends success with every task skipped.",
+                         section="Connection and tables"),
         # --- Tuning
         "profile": Param(d["profile"], type="string", enum=sorted(PROFILES), title="Environment profile",
                          description="Defaults from the seed's matrix: dev 50k-row batches, no throttle; staging 10k at "
@@ -108,7 +130,36 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                                         "innodb_lock_wait_timeout rounded up to 1 s); default 0.5.",
                                         "Tuning", minimum=0.001),
         "statement_timeout_seconds": opt_num("statement_timeout_seconds", "Statement timeout (s)",
-                                             "Longest a batch statement may run; default 60.", "Tuning", minimum=0.1),
+                                             "Longest a batch statement may run; a batch that hits it is halved and "
+                                             "tried again; default 60.", "Tuning", minimum=0.1),
+        "target_batch_seconds": opt_num("target_batch_seconds", "Batch time target (s)",
+                                        "The batch size adapts toward this time per batch (grow <= 1.5x a step, "
+                                        "shrink 10x on a 5x miss), never above the batch size; 0 = fixed; default 0.5.",
+                                        "Tuning", minimum=0),
+        "min_batch_size": opt_num("min_batch_size", "Smallest batch (rows)",
+                                  "Floor of the adaptive size and of halving; empty = profile (dev 1000, staging 500, "
+                                  "prod 100).", "Tuning", "integer", minimum=1, maximum=MAX_BATCH_SIZE),
+        "max_load": Param(d.get("max_load"), type=["null", "object"],
+                          additionalProperties={"type": "number", "minimum": 0}, title="Load limits",
+                          description='Load signals at or above which batches wait, merged over the defaults, e.g. '
+                                      '{"threads_running": 25, "row_lock_time_avg_ms": 50}; 0 turns one off.',
+                          section="Tuning"),
+        "critical_load": Param(d.get("critical_load"), type=["null", "object"],
+                               additionalProperties={"type": "number", "minimum": 0}, title="Critical load",
+                               description='Load at or above which the run halts at once (gh-ost --critical-load), '
+                                           'e.g. {"threads_running": 100}; none by default.', section="Tuning"),
+        "throttle_query": Param(d.get("throttle_query"), type=["null", "string"], title="Throttle query",
+                                description="One read-only SELECT on the primary returning a number (CPU %, a queue "
+                                            "depth); batches wait while it is >= throttle_query_max.",
+                                section="Tuning"),
+        "throttle_query_max": opt_num("throttle_query_max", "Throttle query limit",
+                                      "The throttle query's value at or above which batches wait (the seed: CPU < 70).",
+                                      "Tuning", minimum=0),
+        "allow_functions": Param(d.get("allow_functions", []), type="array", items={"type": "string", "pattern": IDENT},
+                                 title="Extra allowed functions",
+                                 description="Deterministic functions allowed in column expressions beyond the "
+                                             "built-in allow-list (never now(), random(), sleep(), ...).",
+                                 section="Connection and tables"),
         # --- Dual-write
         "dual_write": Param(d["dual_write"], type="string", enum=["check", "assumed"], title="Dual-write",
                             description="check: recent source changes must already be in the target. "
@@ -122,42 +173,81 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                                              "Rows changed within this many minutes are checked; default 10.",
                                              "Dual-write", minimum=0.1),
         # --- Thresholds
-        "min_checksum_match_pct": opt_num("min_checksum_match_pct", "Forward: checksum match >= (%)",
-                                          "Seed default 99.99.", "Thresholds", minimum=0, maximum=100),
         "forward_max_lag_seconds": opt_num("forward_max_lag_seconds", "Forward: replica lag < (s)",
-                                           "Seed default 2; also what the catch-up sensor waits for.", "Thresholds",
-                                           minimum=0),
-        "rollback_lag_seconds": opt_num("rollback_lag_seconds", "Rollback: replica lag > (s)", "Seed default 5.",
-                                        "Thresholds", minimum=0),
+                                           "Seed default 2. Lag holds the run (never rolls back): the catch-up sensor "
+                                           "and the decision wait for it.", "Thresholds", minimum=0.001),
         "max_error_rate_pct": opt_num("max_error_rate_pct", "Rollback: error rate > (%)",
-                                      "Transient errors per processed row; seed default 0.01.", "Thresholds",
-                                      minimum=0, maximum=100),
-        "replica_wait_timeout_seconds": opt_num("replica_wait_timeout_seconds", "Replica wait timeout (s)",
-                                                "Longest the lag gate and catch-up sensor wait; default 600.",
+                                      "Data errors plus differences left after repair, per processed row; seed default "
+                                      "0.01. Zero goes forward; in between holds for a human. Transient retries are "
+                                      "not errors.", "Thresholds", minimum=0, maximum=100),
+        "max_5xx_rate_pct": opt_num("max_5xx_rate_pct", "Ramp: 5xx rate > (%) flips back",
+                                    "Seed default 0.1: at 1 % of reads, a higher 5xx rate flips reads back to legacy.",
+                                    "Thresholds", minimum=0, maximum=100),
+        "replica_wait_timeout_seconds": opt_num("replica_wait_timeout_seconds", "Hold deadline (s)",
+                                                "Longest the lag gate, the catch-up sensor and the decision hold for "
+                                                "replicas before the run halts (nothing destroyed); default 600.",
                                                 "Thresholds", minimum=1),
-        # --- Contract and rollback
-        "routing_flag": Param(d.get("routing_flag"), type=["null", "string"], maxLength=128, title="Routing flag",
-                              description="Flag in zdt_routing_flags flipped to 'new' on contract and 'legacy' on "
-                                          "rollback; empty = <target_table>_read_path.",
-                              section="Contract and rollback"),
-        "drop_legacy": Param(bool(d.get("drop_legacy", False)), type="boolean", title="Drop legacy on contract",
-                             description="Drop the legacy table (copy) or legacy_columns (fill) on contract. "
-                                         "Off by default: the legacy schema is kept.",
-                             section="Contract and rollback"),
+        # --- Approval, routing and contract
+        "approval": Param(d.get("approval"), type=["null", "string"], enum=[None, "required", "auto"],
+                          title="Approval",
+                          description="required: a human approves contract, rollback and the legacy drop in the "
+                                      "Required Actions page. auto: the decision proceeds (a hold still waits for a "
+                                      "human). Empty = profile (prod required, dev/staging auto).",
+                          section="Approval and contract"),
+        "approval_timeout_minutes": opt_num("approval_timeout_minutes", "Approval timeout (min)",
+                                            "Past it, the run holds (nothing destroyed); default 4320 (72 h).",
+                                            "Approval and contract", minimum=1),
+        "flag_store": Param(d.get("flag_store", "table"), type="string", enum=["table", "variable", "http"],
+                            title="Routing flag store",
+                            description="Where the application reads its routing flags: table zdt_routing_flags in "
+                                        "the application database, an Airflow Variable (zdt_flag_<flag>), or an HTTP "
+                                        "endpoint (GET/PUT <url>/<flag>).",
+                            section="Approval and contract"),
+        "flag_store_url": Param(d.get("flag_store_url"), type=["null", "string"], title="Flag store URL",
+                                description="Base URL of the HTTP flag store (flag_store http).",
+                                section="Approval and contract"),
+        "routing_flag": Param(d.get("routing_flag"), type=["null", "string"], maxLength=128, title="Read flag",
+                              description="Read-path flag: legacy, then new at ramp_percent, then new at 100 %; "
+                                          "<target_table>_read_path when empty. The write flag is <...>_write_path.",
+                              section="Approval and contract"),
+        "ramp_percent": opt_num("ramp_percent", "Ramp (% of reads)", "First step of the read ramp; seed default 1.",
+                                "Approval and contract", "integer", minimum=1, maximum=100),
+        "ramp_watch_minutes": opt_num("ramp_watch_minutes", "Ramp watch (min)",
+                                      "How long the error signal is watched at the first step; empty = profile "
+                                      "(prod 10, staging 1, dev 0).", "Approval and contract", minimum=0),
+        "error_signal_sql": Param(d.get("error_signal_sql"), type=["null", "string"], title="Error signal (SQL)",
+                                  description="One read-only SELECT on the application database returning the 5xx "
+                                              "rate in percent.", section="Approval and contract"),
+        "error_signal_url": Param(d.get("error_signal_url"), type=["null", "string"], title="Error signal (HTTP)",
+                                  description="GET URL returning JSON with the 5xx rate in percent.",
+                                  section="Approval and contract"),
+        "error_signal_json_key": Param(d.get("error_signal_json_key", "error_rate_pct"), type="string",
+                                       title="Error signal JSON key", description="Key of the rate in that JSON.",
+                                       section="Approval and contract"),
+        "soak_minutes": opt_num("soak_minutes", "Soak (min)",
+                                "Minutes between the application writing the new schema only and the legacy "
+                                "rename/drop; empty = profile (prod 1440, dev/staging 0).", "Approval and contract",
+                                minimum=0),
+        "legacy_action": Param(d.get("legacy_action", "keep"), type="string", enum=["keep", "rename", "drop"],
+                               title="Legacy schema after the soak",
+                               description="keep (default), rename to <name>_zdt_archived, or drop; rename and drop "
+                                           "need an exact validation and their own approval.",
+                               section="Approval and contract"),
         "legacy_columns": Param(d.get("legacy_columns", []), type="array", items={"type": "string", "pattern": IDENT},
-                                title="Legacy columns (fill mode)", description="Columns dropped on contract in fill mode.",
-                                section="Contract and rollback"),
+                                title="Legacy columns (fill mode)",
+                                description="Columns renamed or dropped by legacy_action in fill mode.",
+                                section="Approval and contract"),
         "reclaim_storage": Param(d.get("reclaim_storage", "online"), type="string", enum=["online", "none"],
                                  title="Reclaim storage",
                                  description="online: VACUUM (ANALYZE) / ANALYZE TABLE. Never VACUUM FULL or "
                                              "OPTIMIZE TABLE, which lock or rebuild the table.",
-                                 section="Contract and rollback"),
+                                 section="Approval and contract"),
         "cache_redis_url": Param(d.get("cache_redis_url"), type=["null", "string"], title="Cache Redis URL",
                                  description="Redis cleared on rollback (SCAN + UNLINK), e.g. redis://127.0.0.1:6379/0.",
-                                 section="Contract and rollback"),
+                                 section="Rollback"),
         "cache_key_pattern": Param(d.get("cache_key_pattern"), type=["null", "string"], title="Cache key pattern",
                                    description="Keys to clear on rollback, e.g. users:*.",
-                                   section="Contract and rollback"),
+                                   section="Rollback"),
     }
 
 
@@ -206,27 +296,39 @@ def build_backfill_dag(
             catchup = ReplicaLagSensor(
                 task_id="wait_for_replicas", deferrable=True, poll_interval=1.0, trigger_rule=TriggerRule.NONE_FAILED
             )
-        with TaskGroup("validation", tooltip="Row counts and checksums, in the database"):
+        with TaskGroup("validation", tooltip="Checksums in the database, repair of the named keys, re-validation"):
             validate = ValidateOperator(task_id="checksum")
-        decide = DecideBranchOperator(task_id="decide")
-        with TaskGroup("contract", tooltip="Flip routing, drop legacy (opt-in), reclaim storage online"):
+            fix = RepairOperator(task_id="repair")
+            validate >> fix
+        decide = DecideOperator(task_id="decide")
+        with TaskGroup("approval", tooltip="Contract, roll back or hold: a human's choice (auto when allowed)"):
+            review = ApprovalBranchOperator(task_id="review")
+            hold = EmptyOperator(task_id="hold")
+        with TaskGroup("contract", tooltip="Ramp reads, writes new only, soak, legacy action, reclaim online"):
             c1 = ContractOperator(task_id="flip_routing", step="flip_routing")
-            c2 = ContractOperator(task_id="drop_legacy", step="drop_legacy")
+            soak = SoakSensor(task_id="soak", poke_interval=60)
+            approve_drop = DropApprovalOperator(task_id="approve_drop")
+            c2 = ContractOperator(task_id="legacy_action", step="legacy_action")
             c3 = ContractOperator(task_id="reclaim_storage", step="reclaim_storage")
-            c1 >> c2 >> c3
-        with TaskGroup("rollback", tooltip="Stop, flip routing back, empty target, reset sequences, clear caches"):
+            c4 = ContractOperator(task_id="finish", step="finish")
+            c1 >> soak >> approve_drop >> c2 >> c3 >> c4
+        with TaskGroup("rollback", tooltip="Stop, routing back, empty target, restore sequences, clear caches"):
             r1 = RollbackOperator(task_id="stop_backfill", step="stop")
             r2 = RollbackOperator(task_id="flip_routing_back", step="flip_routing")
             r3 = RollbackOperator(task_id="empty_target", step="empty_target")
-            r4 = RollbackOperator(task_id="reset_sequences", step="reset_sequences")
+            r4 = RollbackOperator(task_id="restore_sequences", step="restore_sequences")
             r5 = RollbackOperator(task_id="clear_caches", step="clear_caches")
-            r1 >> r2 >> r3 >> r4 >> r5
-        with TaskGroup("report", tooltip="JSON + Markdown report; releases the run lock"):
+            r6 = RollbackOperator(task_id="finish", step="finish")
+            r1 >> r2 >> r3 >> r4 >> r5 >> r6
+        with TaskGroup("report", tooltip="Diagnostics; releases the lease; JSON + Markdown report; fails the run unless contracted"):
+            diagnose = DiagnoseOperator(task_id="diagnose", trigger_rule=TriggerRule.ALL_DONE)
             write = ReportOperator(task_id="write_report", trigger_rule=TriggerRule.ALL_DONE)
+            diagnose >> write
 
-        check >> confirm >> copy >> catchup >> validate >> decide >> [c1, r1]
-        [c3, r5] >> write
-        # Teardown of pre-flight: runs once pre-flight took the lock, whatever happens after;
-        # a failed report (lock not released) fails the run.
+        check >> confirm >> copy >> catchup >> validate
+        fix >> decide >> review >> [c1, r1, hold]
+        [c4, r6, hold] >> diagnose
+        # Teardown of pre-flight: runs once pre-flight took the lock, whatever happens after. It
+        # fails (and with it the DagRun) unless the state table says contracted.
         write.as_teardown(setups=check, on_failure_fail_dagrun=True)
     return dag

@@ -52,10 +52,30 @@ class BackfillHook(BaseHook):
         raise ConfigError(f"connection {self.conn_id!r} has type {conn_type!r}: use a postgres or mysql connection")
 
     def get_database(self) -> Database:
-        """The engine's view of this connection.
+        """The engine's view of this connection (through PostgresHook / MySqlHook; MySQL
+        sessions are switched to ``utf8mb4``).
 
         :raises ConfigError: the connection is neither PostgreSQL nor MySQL/MariaDB.
         """
         hook = self._sql_hook()
         engine = "postgres" if hook.conn_name_attr == "postgres_conn_id" else "mysql"
-        return Database(connect=hook.get_conn, dialect=dialect_for(engine), schema=self.schema, name=self.conn_id)
+        connect = hook.get_conn
+        if engine == "mysql":
+
+            def connect() -> Any:
+                conn = hook.get_conn()
+                if hasattr(conn, "set_character_set"):  # mysqlclient; mysql-connector is utf8mb4 already
+                    conn.set_character_set("utf8mb4")
+                return conn
+
+        return Database(connect=connect, dialect=dialect_for(engine), schema=self.schema, name=self.conn_id)
+
+    def get_probe_database(self, timeout_s: float) -> Database:
+        """The same database reached with connect and read timeouts of ``timeout_s`` seconds,
+        for replica probes: a hung replica must read as "lag unknown", never hang the run."""
+        c = self.get_connection(self.conn_id)
+        engine = "postgres" if c.conn_type in POSTGRES_TYPES else "mysql" if c.conn_type in MYSQL_TYPES else None
+        if engine is None:
+            raise ConfigError(f"connection {self.conn_id!r} has type {c.conn_type!r}: use a postgres or mysql connection")
+        return Database.direct(engine, c.host or "127.0.0.1", c.port, c.login or "", c.password or "", c.schema or "",
+                               schema=self.schema, name=self.conn_id, timeout_s=timeout_s)

@@ -2,9 +2,12 @@
 
 Each operator is thin, in the manner of Airflow's providers: it reads the run's
 :class:`~zdt_backfill.config.RunConfig` from ``context["params"]``, opens the database
-through :class:`~zdt_airflow.hooks.BackfillHook`, calls one engine function, logs what
-happened and returns a JSON-ready dict (its XCom). Engine errors that a retry cannot
-fix (bad input, failed pre-flight, a concurrent run) become ``AirflowFailException``.
+through :class:`~zdt_airflow.hooks.BackfillHook`, calls one function of
+:mod:`zdt_backfill.lifecycle`, logs what happened and returns a JSON-ready dict (its
+XCom). Every decision and precondition is read by the engine from the run-state table,
+never from an XCom. Engine errors that a retry cannot fix (bad input, failed pre-flight,
+a concurrent run, a refused transition) become ``AirflowFailException``; every failure is
+recorded in the run-state table first.
 """
 
 from __future__ import annotations
@@ -13,34 +16,30 @@ import contextlib
 import functools
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from airflow.providers.standard.operators.branch import BaseBranchOperator
-from airflow.sdk import BaseOperator, Context
+from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBranchOperator
+from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from zdt_airflow.control import variable_control
+from zdt_airflow.flagstores import flag_store_for
 from zdt_airflow.hooks import BackfillHook
-from zdt_backfill import checksum, contract, dualwrite, preflight, report, rollback
-from zdt_backfill.checkpoint import CheckpointStore
+from zdt_backfill import lifecycle, report
 from zdt_backfill.chunker import Chunk, Partition
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copier import PartitionCopier
 from zdt_backfill.db import Database
-from zdt_backfill.decision import decide_branch
 from zdt_backfill.errors import PermanentError
-from zdt_backfill.lag import ReplicaStatusProbe, max_lag
+from zdt_backfill.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
 
-#: Task ids inside the DAG (group-prefixed); the branch and the report refer to them.
+#: Task ids inside the DAG (group-prefixed).
 PREFLIGHT_TASK = "preflight.check"
-DUAL_WRITE_TASK = "dual_write.confirm"
-BACKFILL_TASK = "backfill.copy_partition"
-VALIDATE_TASK = "validation.checksum"
 DECIDE_TASK = "decide"
 CONTRACT_FIRST = "contract.flip_routing"
-CONTRACT_LAST = "contract.reclaim_storage"
 ROLLBACK_FIRST = "rollback.stop_backfill"
-ROLLBACK_LAST = "rollback.clear_caches"
+HOLD_TASK = "approval.hold"
 
 
 def fail_permanent(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,28 +55,53 @@ def fail_permanent(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def config_and_db(context: Context) -> tuple[RunConfig, Database]:
+    """The run's :class:`RunConfig` (from ``context["params"]``) and its database."""
+    config = RunConfig.from_params(context["params"], run_id=context["run_id"])
+    return config, BackfillHook(config.conn_id, config.schema).get_database()
+
+
+def responder(event: dict[str, Any]) -> str | None:
+    """Who answered a human-in-the-loop request; ``None`` when it timed out (nothing chosen by a human)."""
+    if "error" in event or event.get("timedout"):
+        return None
+    return (event.get("responded_by_user") or {}).get("name", "unknown")
+
+
+def owner_of(context: Context) -> str:
+    """``task_id[map_index]#try``: who holds the lease while this task works."""
+    ti = context["ti"]
+    index = getattr(ti, "map_index", -1)
+    return f"{ti.task_id}{f'[{index}]' if index is not None and index >= 0 else ''}#{getattr(ti, 'try_number', 0)}"
+
+
 class BackfillOperator(BaseOperator):
-    """Base: builds the run config, the database and the replica probes from context."""
+    """Base: builds the run config, the database and the replica probes from context; records failures."""
 
     ui_color = "#e8f4ea"
+    #: Renew the run's lease while this task works (every task after pre-flight that acts on the run).
+    keeps_lease = True
 
     @fail_permanent
     def execute(self, context: Context) -> Any:
-        config = RunConfig.from_params(context["params"], run_id=context["run_id"])
-        return self.run(config, self.database(config), context)
+        config, db = config_and_db(context)
+        try:
+            with lifecycle.lease_kept(config, db, owner_of(context), self.keeps_lease):
+                return self.run(config, db, context)
+        except Exception as exc:
+            lifecycle.record_failure(config, db, owner_of(context), exc)
+            raise
 
     def run(self, config: RunConfig, db: Database, context: Context) -> Any:
         raise NotImplementedError
 
     @staticmethod
-    def database(config: RunConfig) -> Database:
-        return BackfillHook(config.conn_id, config.schema).get_database()
-
-    @staticmethod
     @contextlib.contextmanager
-    def probes(config: RunConfig) -> Iterator[list[ReplicaStatusProbe]]:
-        """Lag probes of the run's replicas, closed when the block ends."""
-        probes = [ReplicaStatusProbe(BackfillHook(c).get_database()) for c in config.replica_conn_ids]
+    def probes(config: RunConfig, heartbeat: str | None = None) -> Iterator[list[ReplicaLagProbe]]:
+        """Lag probes of the run's replicas (heartbeat row ``heartbeat``, with connect and read
+        timeouts), closed when the block ends."""
+        probes = [ReplicaLagProbe(BackfillHook(c, config.schema).get_probe_database(PROBE_TIMEOUT_SECONDS), heartbeat)
+                  for c in config.replica_conn_ids]
         try:
             yield probes
         finally:
@@ -86,33 +110,43 @@ class BackfillOperator(BaseOperator):
 
 
 class PreflightOperator(BackfillOperator):
-    """Read-only checks, partition planning, then the run lock.
+    """Read-only checks, partition planning, then the run lock (or the takeover of a dead run).
 
     Returns the partition list (the return value is what dynamic task mapping expands
-    over) and pushes the whole plan under the XCom key ``plan``."""
+    over) and pushes the whole plan under the XCom key ``plan`` for display."""
+
+    keeps_lease = False  # it takes the lease
 
     def run(self, config, db, context):
         self.log.info("resolved config: %s", config.to_dict())
+        if config.dry_run:
+            import json
+
+            from airflow.sdk.exceptions import AirflowSkipException
+
+            out = lifecycle.dry_run(config, db)
+            context["ti"].xcom_push(key="dry_run", value=out)
+            self.log.info("dry run (nothing written):\n%s", json.dumps(out, indent=2, default=str))
+            raise AirflowSkipException("dry run: the plan is in this log and in XCom 'dry_run'; nothing was written")
+        parity_db = BackfillHook(config.parity_conn_id, config.schema).get_database() if config.parity_conn_id else None
         with self.probes(config) as probes:
-            plan = preflight.run_preflight(config, db, probes)
-        out = plan.to_dict()
-        out["started_at"] = time.time()
-        out["config"] = config.to_dict()
+            plan = lifecycle.run_preflight(config, db, probes, owner_of(context), parity_db=parity_db)
         self.log.info(
-            "plan: keys %s..%s (~%s rows) in %d partition(s) of batches of %d rows, key index %s",
-            plan.min_key, plan.max_key, plan.rows_estimate, len(plan.partitions), config.batch_size, plan.key_index,
+            "plan: keys %s..%s (~%s rows) in %d partition(s) of batches of %d rows, key index %s; lock: %s",
+            plan["min_key"], plan["max_key"], plan["rows_estimate"], len(plan["partitions"]), config.batch_size,
+            plan["key_index"], plan["lock"],
         )
-        context["ti"].xcom_push(key="plan", value=out)
-        return plan.partitions
+        context["ti"].xcom_push(key="plan", value={**plan, "started_at": time.time()})
+        return plan["partitions"]
 
 
 class DualWriteOperator(BackfillOperator):
     """Confirms the application writes both schemas (or records ``assumed``)."""
 
     def run(self, config, db, context):
-        result = dualwrite.confirm_dual_write(config, db)
-        self.log.info("dual-write: %s", result.detail)
-        return result.to_dict()
+        result = lifecycle.confirm_dual_write(config, db, owner_of(context))
+        self.log.info("dual-write: %s", result["detail"])
+        return result
 
 
 class PartitionBackfillOperator(BackfillOperator):
@@ -130,7 +164,6 @@ class PartitionBackfillOperator(BackfillOperator):
     def run(self, config, db, context):
         part = Partition.from_dict(self.partition)
         context["partition_label"] = part.label  # for map_index_template
-        plan = context["ti"].xcom_pull(task_ids=PREFLIGHT_TASK, key="plan") or {}
         started = time.monotonic()
 
         def on_batch(progress, chunk: Chunk, rows: int, seconds: float) -> None:
@@ -144,94 +177,211 @@ class PartitionBackfillOperator(BackfillOperator):
                 100.0 * done / span, eta,
             )
 
-        with self.probes(config) as probes:
-            result = PartitionCopier(config, db, part, plan.get("key_index"), probes, on_batch).run()
+        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
+            result = lifecycle.copy_partition(config, db, self.partition, probes, owner_of(context), on_batch,
+                                              control=variable_control(config.target_table))
         self.log.info(
-            "partition %s done: %d rows in %d batches this attempt (%.1fs), %d retries, throttled %s",
-            part.label, result.attempt_rows, result.attempt_batches, result.attempt_seconds, result.retries,
-            result.throttled_seconds or "never",
+            "partition %s done: %d rows in %d batches this attempt (%.1fs), %d transient yields, throttled %s",
+            part.label, result["attempt_rows"], result["attempt_batches"], result["attempt_seconds"],
+            result["retries"], result["throttled_seconds"] or "never",
         )
-        return result.to_dict()
+        return result
 
 
 class ValidateOperator(BackfillOperator):
-    """Row-count parity and per-partition checksums of source projection vs target."""
+    """Row counts and per-range checksums of source projection vs target; recorded in the state table."""
 
     def run(self, config, db, context):
-        parts = context["ti"].xcom_pull(task_ids=PREFLIGHT_TASK) or []
-        result = checksum.validate(config, db, [Partition.from_dict(p) for p in parts])
-        return result.to_dict()
+        return lifecycle.validate(config, db, owner_of(context))
 
 
-class DecideBranchOperator(BaseBranchOperator, BackfillOperator):
-    """Branches to contract or rollback on the seed's thresholds (see :mod:`zdt_backfill.decision`)."""
+class RepairOperator(BackfillOperator):
+    """Repairs the keys validation named, then re-validates the affected ranges."""
+
+    def run(self, config, db, context):
+        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
+            return lifecycle.repair_and_revalidate(config, db, probes, owner_of(context))
+
+
+class DecideOperator(BackfillOperator):
+    """Holds for healthy replicas, then decides forward / rollback / hold (see :mod:`zdt_backfill.decision`)."""
+
+    def run(self, config, db, context):
+        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
+            out = lifecycle.decide(config, db, probes, owner_of(context))
+        self.log.info("decision: %s; next: %s\n%s", out["decision"], out["next"], out["body"])
+        return out
+
+
+class ApprovalBranchOperator(HITLBranchOperator):
+    """Approval before anything destructive, with Airflow's human-in-the-loop branch operator.
+
+    The options are ``contract``, ``roll back`` and ``hold``. The page shows the validation
+    numbers, the repaired keys and the exact destructive SQL of each option. While the run is
+    not ``awaiting_approval`` in the state table (``approval: auto`` and a clear decision), the
+    step takes the decision's branch at once. A timeout takes ``hold`` (nothing destroyed).
+    """
+
+    template_fields = ("subject", "body")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(
+            subject="Zero-downtime backfill: contract, roll back or hold?",
+            body="{{ ti.xcom_pull(task_ids='decide')['body'] if ti.xcom_pull(task_ids='decide') else '' }}",
+            options=list(lifecycle.APPROVAL_OPTIONS),
+            defaults=[lifecycle.HOLD_OPTION],
+            options_mapping={lifecycle.CONTRACT: CONTRACT_FIRST, lifecycle.ROLL_BACK: ROLLBACK_FIRST,
+                             lifecycle.HOLD_OPTION: HOLD_TASK},
+            **kwargs,
+        )
 
     @fail_permanent
-    def choose_branch(self, context: Context) -> str:
+    def execute(self, context: Context) -> Any:
+        config, db = config_and_db(context)
+        pending = lifecycle.pending_decision(config, db)
+        if pending["state"] != "awaiting_approval":
+            branch = {"contract": CONTRACT_FIRST, "rollback": ROLLBACK_FIRST}.get(pending["next"], HOLD_TASK)
+            lifecycle.record_approval(config, db, pending["next"], "auto", owner_of(context))
+            self.log.info("approval: auto (%s): %s", pending["decision"], branch)
+            return self.do_branch(context, branch)
+        self.response_timeout = timedelta(minutes=config.approval_timeout_minutes)
+        self.body = pending["body"]
+        self.log.info("waiting up to %s for a human's answer:\n%s", self.response_timeout, self.body)
+        return super().execute(context)
+
+    @fail_permanent
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        config, db = config_and_db(context)
+        user = responder(event)
+        if user is None:  # a timeout: hold, nothing destroyed
+            event, user = {**event, "chosen_options": [lifecycle.HOLD_OPTION]}, "timeout"
+        option = event["chosen_options"][0]
+        lifecycle.record_approval(config, db, option, user, owner_of(context))
+        self.log.info("approval: %s by %s", option, user)
+        return self.do_branch(context, self.options_mapping[option])
+
+
+class DropApprovalOperator(ApprovalOperator):
+    """Its own approval for ``legacy_action`` ``rename`` / ``drop``, after the soak.
+
+    With ``approval: auto`` or ``legacy_action: keep`` it approves at once (recorded). A
+    Reject (or a timeout) keeps the legacy schema; the run still ends contracted."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(subject="Zero-downtime backfill: drop or rename the legacy schema?",
+                         body="", defaults=[ApprovalOperator.REJECT], **kwargs)
+
+    @fail_permanent
+    def execute(self, context: Context) -> Any:
+        config, db = config_and_db(context)
+        if config.approval == "auto" or config.legacy_action == "keep":
+            self.log.info("legacy_action=%s, approval=%s: no human needed", config.legacy_action, config.approval)
+            return {"chosen_options": [self.APPROVE], "auto": True}
+        self.body = lifecycle.drop_approval_body(config, db)
+        self.response_timeout = timedelta(minutes=config.approval_timeout_minutes)
+        lifecycle.renew_lease_for_wait(config, db, config.approval_timeout_minutes * 60, owner_of(context))
+        return super().execute(context)
+
+    @fail_permanent
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
+        config, db = config_and_db(context)
+        user = responder(event)
+        option = "approve" if user is not None and event["chosen_options"][0] == self.APPROVE else "reject"
+        user = user or "timeout"
+        lifecycle.record_approval(config, db, option, user, owner_of(context), what="drop")
+        return {"chosen_options": [self.APPROVE if option == "approve" else self.REJECT], "user": user}
+
+
+class SoakSensor(BaseSensorOperator):
+    """Waits out the soak between the application writing the new schema only and the legacy
+    drop, deferred to the triggerer (no worker slot). The end is read from the state table."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+
+    @fail_permanent
+    def execute(self, context: Context) -> Any:
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+        from airflow.sdk.timezone import utcnow
+
         config = RunConfig.from_params(context["params"], run_id=context["run_id"])
-        ti = context["ti"]
-        validation = ti.xcom_pull(task_ids=VALIDATE_TASK) or {}
-        db = self.database(config)
-        with db.session() as conn:
-            progress = CheckpointStore(db).progress(conn, config.run_id)
-        errors = sum(p.retries for p in progress)
-        rows = sum(p.keys_scanned for p in progress)
-        with self.probes(config) as probes:
-            lag, readings = max_lag(probes) if probes else (0.0, {})
-        d = decide_branch(
-            validation.get("match_pct", 0.0), validation.get("count_parity", False), errors, rows, lag,
-            config.thresholds, unexplained_ranges=validation.get("ranges_unexplained", 1),
-        )
-        self.log.info("decision: %s because %s (replicas: %s)", d.branch, "; ".join(d.reasons), readings)
-        ti.xcom_push(key="decision", value={**d.to_dict(), "lag_seconds": lag, "errors": errors, "rows": rows})
-        return CONTRACT_FIRST if d.branch == "contract" else ROLLBACK_FIRST
+        if config.legacy_action == "keep":
+            self.log.info("legacy_action is keep: nothing waits for the soak")
+            return {"soaked": False}
+        db = BackfillHook(config.conn_id, config.schema).get_database()
+        left = lifecycle.soak_remaining(config, db)
+        if left is None:
+            raise AirflowFailException("the writes were never flipped to the new schema: nothing to soak")
+        if left <= 0:
+            return {"soaked": True}
+        self.log.info("soaking %.0f s more before the legacy schema may go", left)
+        self.defer(trigger=DateTimeTrigger(moment=utcnow() + timedelta(seconds=left)), method_name="execute_complete")
+
+    def execute_complete(self, context: Context, event: Any = None) -> Any:
+        return {"soaked": True}
 
 
 class StepOperator(BackfillOperator):
-    """Runs one named step of a phase; subclasses map step names to engine calls in ``STEPS``."""
+    """Runs one named step of a phase; subclasses list their step names in ``STEPS``."""
 
-    STEPS: dict[str, Callable[[RunConfig, Database, Context], Any]] = {}
+    STEPS: tuple[str, ...] = ()
 
     def __init__(self, *, step: str, **kwargs: Any) -> None:
         if step not in self.STEPS:
-            raise ValueError(f"step must be one of {sorted(self.STEPS)}, got {step!r}")
+            raise ValueError(f"step must be one of {self.STEPS}, got {step!r}")
         super().__init__(**kwargs)
         self.step = step
 
-    def run(self, config, db, context):
-        return self.STEPS[self.step](config, db, context)
-
 
 class ContractOperator(StepOperator):
-    """One contract step: ``flip_routing`` (to ``new``), ``drop_legacy`` (only if conf asks), ``reclaim_storage``."""
+    """One contract step: ``flip_routing``, ``legacy_action``, ``reclaim_storage``, ``finish``."""
 
-    STEPS = {
-        "flip_routing": lambda config, db, ctx: contract.flip_routing(config, db, contract.NEW),
-        "drop_legacy": lambda config, db, ctx: contract.drop_legacy(
-            config, db, (ctx["ti"].xcom_pull(task_ids=VALIDATE_TASK) or {}).get("mismatched", 1)
-        ),
-        "reclaim_storage": lambda config, db, ctx: contract.reclaim_storage(config, db),
-    }
+    STEPS = ("flip_routing", "legacy_action", "reclaim_storage", "finish")
+
+    def run(self, config, db, context):
+        store = flag_store_for(config.flag_store, db, config.flag_store_url)
+        return lifecycle.contract_step(self.step, config, db, store, owner_of(context))
 
 
 class RollbackOperator(StepOperator):
-    """One rollback step: ``stop``, ``flip_routing`` (back to ``legacy``), ``empty_target``,
-    ``reset_sequences``, ``clear_caches``."""
+    """One rollback step: ``stop``, ``flip_routing`` (back to legacy), ``empty_target``,
+    ``restore_sequences``, ``clear_caches``, ``finish``."""
 
-    STEPS = {
-        "stop": lambda config, db, ctx: {"stopped": rollback.stop(config, db)},
-        "flip_routing": lambda config, db, ctx: contract.flip_routing(config, db, contract.LEGACY),
-        "empty_target": lambda config, db, ctx: rollback.empty_target(config, db),
-        "reset_sequences": lambda config, db, ctx: {"sequences": rollback.reset_sequences(config, db)},
-        "clear_caches": lambda config, db, ctx: rollback.clear_caches(config),
-    }
+    STEPS = ("stop", "flip_routing", "empty_target", "restore_sequences", "clear_caches", "finish")
+
+    def run(self, config, db, context):
+        store = flag_store_for(config.flag_store, db, config.flag_store_url)
+        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
+            return lifecycle.rollback_step(self.step, config, db, store, probes, owner_of(context))
+
+
+class DiagnoseOperator(BackfillOperator):
+    """The seed's symptom queries with verdicts (lock waits, replication lag, row-lock
+    contention, connections, the backfill's own sessions), logged for the operator. Read-only,
+    and it never fails the run: a diagnostic that cannot run says so in its finding."""
+
+    keeps_lease = False
+
+    def run(self, config, db, context):
+        try:
+            replicas = [BackfillHook(c, config.schema).get_probe_database(PROBE_TIMEOUT_SECONDS)
+                        for c in config.replica_conn_ids]
+            findings = lifecycle.diagnose_run(db, replicas)
+        except Exception as exc:
+            self.log.warning("diagnose could not run: %s", exc)
+            return {"error": str(exc)}
+        for f in findings:
+            self.log.info("%s", f["line"])
+        return {"findings": findings}
 
 
 class ReportOperator(BackfillOperator):
-    """Writes the run report (JSON + Markdown) and releases the run lock.
+    """Releases the lease, writes the run report (JSON + Markdown), and fails the Airflow run
+    unless the run contracted.
 
-    Runs as the teardown of pre-flight, so it runs whatever happened in between and the
-    DAG run's state still reflects failures upstream. The report goes to
+    Runs as the teardown of pre-flight with ``on_failure_fail_dagrun``, so the DagRun ends
+    *success* only when the state table says ``contracted``: a rollback, a halt, a hold or a
+    failure anywhere ends *failed*, and Airflow's failure callbacks fire. The report goes to
     ``$AIRFLOW_HOME/backfill_reports/<run_id>/`` (or ``reports_dir``) and into the task log.
     """
 
@@ -239,57 +389,18 @@ class ReportOperator(BackfillOperator):
         super().__init__(**kwargs)
         self.reports_dir = reports_dir
 
+    @fail_permanent
+    def execute(self, context: Context) -> Any:  # no failure event: this task *reports* the ending
+        return self.run(*config_and_db(context), context)
+
     def run(self, config, db, context):
-        ti = context["ti"]
-        plan = ti.xcom_pull(task_ids=PREFLIGHT_TASK, key="plan") or {}
-        decision = ti.xcom_pull(task_ids=DECIDE_TASK, key="decision")
-        contracted = ti.xcom_pull(task_ids=CONTRACT_LAST)
-        rolled_back = ti.xcom_pull(task_ids=ROLLBACK_LAST)
-        parts = ti.xcom_pull(task_ids=BACKFILL_TASK) or []
-        if isinstance(parts, dict):
-            parts = [parts]
-        throttled: dict[str, float] = {}
-        max_lag_seen = 0.0
-        for p in parts:
-            if not p:
-                continue
-            for reason, s in (p.get("throttled_seconds") or {}).items():
-                throttled[reason] = throttled.get(reason, 0.0) + s
-            max_lag_seen = max(max_lag_seen, p.get("max_replica_lag_seconds") or 0.0)
-        if decision and decision.get("lag_seconds") is not None:
-            max_lag_seen = max(max_lag_seen, decision["lag_seconds"])
-        outcome: dict[str, Any]
-        if contracted is not None:
-            state = "contracted"
-            outcome = {"state": state, "contract": {
-                "flip_routing": ti.xcom_pull(task_ids=CONTRACT_FIRST),
-                "drop_legacy": ti.xcom_pull(task_ids="contract.drop_legacy"),
-                "reclaim_storage": contracted,
-            }}
-        elif rolled_back is not None:
-            state = "rolled_back"
-            outcome = {"state": state, "rollback": {
-                step: ti.xcom_pull(task_ids=f"rollback.{tid}") for step, tid in (
-                    ("flip_routing", "flip_routing_back"), ("empty_target", "empty_target"),
-                    ("reset_sequences", "reset_sequences"), ("clear_caches", "clear_caches"))
-            }}
-        else:
-            state = "failed"
-            outcome = {"state": state, "hint": "a task failed before contract/rollback finished; see its log. "
-                       "Clear the failed partitions to resume from their checkpoints."}
-        released = contract.finish(config, db, state)
-        outcome["lock_released"] = released
-        with db.session() as conn:
-            store = CheckpointStore(db)
-            progress = store.progress(conn, config.run_id)
-            span = store.span_seconds(conn, config.run_id)
-        r = report.summarize(
-            config=config.to_dict(), plan=plan, partitions=progress,
-            dual_write=ti.xcom_pull(task_ids=DUAL_WRITE_TASK), validation=ti.xcom_pull(task_ids=VALIDATE_TASK),
-            decision=decision, outcome=outcome, wall_seconds=time.time() - plan.get("started_at", time.time()),
-            throttled=throttled, max_lag_seconds=round(max_lag_seen, 3), backfill_seconds=span,
-        )
+        ending = lifecycle.finish_run(config, db, owner_of(context))
+        if not ending.get("held"):
+            raise AirflowFailException(f"no report: {ending['reason']}")
+        r = report.from_state(config, db, ending)
         reports_dir = Path(self.reports_dir or os.path.join(os.environ.get("AIRFLOW_HOME", "."), "backfill_reports"))
         out = report.write(r, reports_dir)
         self.log.info("run report written to %s\n%s", out, report.to_markdown(r))
-        return {"report_dir": str(out), "state": state, "rows_per_second": r["rows_per_second"], "branch": r["branch"]}
+        if not ending["success"]:
+            raise AirflowFailException(f"the run ended {ending['state']}: {ending['reason']} (report: {out})")
+        return {"report_dir": str(out), "state": ending["state"], "rows_per_second": r["rows_per_second"]}

@@ -9,7 +9,7 @@ import pytest
 
 import localdb
 from conftest import USERS_COLUMNS, missing, projection_diff, seed_users, source_fingerprint, users_conf
-from zdt_backfill import checksum, contract, rollback
+from zdt_backfill import checksum, lifecycle, rollback
 from zdt_backfill.checkpoint import CheckpointStore
 from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig
@@ -18,6 +18,7 @@ from zdt_backfill.db import Database
 from zdt_backfill.errors import BatchError, CheckpointConflictError, ConcurrentRunError, PreflightError
 from zdt_backfill.lag import ReplicaStatusProbe
 from zdt_backfill.preflight import run_preflight
+from zdt_backfill.runstate import HALTED, RunHandle
 
 pytestmark = pytest.mark.integration
 
@@ -79,19 +80,21 @@ def test_a_failed_partition_resumes_from_its_checkpoint_without_recopying(env):
     config = RunConfig.from_params(users_conf(env, batch_size=1_000, partitions=1), run_id="resume")
     plan = run_preflight(config, env.db, [])
     part = Partition.from_dict(plan.partitions[0])
-    with pytest.raises(Exception, match="injected failure"):
+    # one key in 7,000 scanned is 0.014 % > 0.01 %: the circuit breaker halts the partition,
+    # after writing the failing batch's other keys one by one and checkpointing the batch
+    with pytest.raises(BatchError, match="circuit breaker.*injected failure"):
         PartitionCopier(config, env.db, part, plan.key_index).run()
     with env.db.session() as conn:
         (progress,) = CheckpointStore(env.db).progress(conn, "resume")
-    assert progress.watermark == 6_000 and progress.rows_written == 6_000  # six batches committed
-    assert env.scalar("SELECT count(*) FROM users_new") == 6_000  # the failed batch left nothing
+    assert progress.watermark == 7_000 and progress.rows_written == 6_999 and progress.data_errors == 1
+    assert env.scalar("SELECT count(*) FROM users_new") == 6_999
     env.sql("DROP TRIGGER zdt_fail" + (" ON users_new" if env.engine == "postgres" else ""))
     result = PartitionCopier(config, env.db, part, plan.key_index).run()
-    assert result.resumed_from == 6_000
-    assert result.attempt_rows == 4_000 and result.attempt_batches == 4
+    assert result.resumed_from == 7_000
+    assert result.attempt_rows == 3_000 and result.attempt_batches == 3
     assert result.progress["keys_scanned"] == 10_000  # no key scanned twice across attempts
-    assert result.progress["rows_written"] == 10_000
-    assert projection_diff(env) == 0
+    assert result.progress["rows_written"] == 9_999
+    assert projection_diff(env) == 1  # key 6123, recorded as a data error: validation names it, repair rewrites it
 
 
 def test_foreign_key_errors_fail_the_batch_instead_of_being_skipped(env):
@@ -105,10 +108,11 @@ def test_foreign_key_errors_fail_the_batch_instead_of_being_skipped(env):
          "columns": {"parent_id": "parent_id"}, "profile": "dev", "dual_write": "assumed"}, run_id="fk")
     plan = run_preflight(config, env.db, [])
     copier = PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index)
-    with pytest.raises(BatchError, match="(?i)foreign key") as err:
+    with pytest.raises(BatchError, match="(?i)circuit breaker.*foreign key") as err:
         copier.run()
     assert "a retry cannot fix it" in str(err.value) and copier.retries == 0
-    assert env.scalar("SELECT count(*) FROM dst") == 0  # the whole batch rolled back
+    # never skipped silently (INSERT IGNORE would): the bad key is a data error, the good ones are written
+    assert env.sql("SELECT id FROM dst ORDER BY id") == [(1,), (2,)]
 
 
 def test_fill_mode_fills_only_rows_still_null(env):
@@ -123,7 +127,16 @@ def test_fill_mode_fills_only_rows_still_null(env):
     assert env.scalar("SELECT count(*) FROM users_legacy WHERE email_normalized = lower(trim(email))") == 2_998
     v = checksum.validate(config, env.db, [Partition.from_dict(p) for p in plan.partitions])
     assert v.different == 2 and v.missing == 0 and v.extra == 0
-    rollback.empty_target(config, env.db)
+    handle = RunHandle(env.db, config)
+    lifecycle.start_catchup(config, env.db, "test")
+    lifecycle.validate(config, env.db, "test")
+    rollback.stop(config, env.db, handle, "test")
+    out = rollback.empty_target(config, env.db, handle)
+    # through the copy's batch loop: keyset batches of batch_size, checkpointed under its own key
+    assert out["batches"] == 5 and out["rows"] == 3_000
+    with env.db.session() as conn:
+        (cp,) = CheckpointStore(env.db).progress(conn, "run1:rollback")
+    assert cp.watermark == 3_000 and cp.batches == 5
     assert env.scalar("SELECT count(*) FROM users_legacy WHERE email_normalized IS NOT NULL") == 0
     assert env.scalar("SELECT count(*) FROM users_legacy") == 3_000
 
@@ -171,7 +184,7 @@ def test_not_null_target_column_is_refused_in_fill_mode(env):
         run_preflight(config, env.db, [])
 
 
-def test_a_second_run_on_the_same_table_is_refused_until_the_first_ends(env):
+def test_a_second_run_on_the_same_table_is_refused_while_the_first_holds_its_lease(env):
     seed_users(env, 100)
     first = RunConfig.from_params(users_conf(env), run_id="first")
     run_preflight(first, env.db, [])
@@ -179,24 +192,25 @@ def test_a_second_run_on_the_same_table_is_refused_until_the_first_ends(env):
     second = RunConfig.from_params(users_conf(env), run_id="second")
     with pytest.raises(ConcurrentRunError, match="first"):
         run_preflight(second, env.db, [])
-    assert contract.finish(first, env.db, "contracted")
-    run_preflight(second, env.db, [])
+    RunHandle(env.db, first).release()  # the first run ends (halted, copy kept)
+    plan = run_preflight(second, env.db, [])
+    assert plan.lock["mode"] == "takeover" and plan.lock["previous_run"] == "first"
 
 
-def test_a_stopped_run_stops_its_partitions(env):
+def test_a_halted_run_stops_its_partitions(env):
     from zdt_backfill.errors import RunStoppedError
 
     seed_users(env, 3_000)
     config = RunConfig.from_params(users_conf(env, batch_size=100, partitions=1), run_id="stopme")
     plan = run_preflight(config, env.db, [])
 
-    def stop_after_first_batch(progress, chunk, rows, seconds):
+    def halt_after_third_batch(progress, chunk, rows, seconds):
         if progress.batches == 3:
-            rollback.stop(config, env.db)
+            RunHandle(env.db, config, "operator").transition(HALTED, "operator halted the run")
 
     with pytest.raises(RunStoppedError):
         PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index,
-                        on_batch=stop_after_first_batch).run()
+                        on_batch=halt_after_third_batch).run()
     assert env.scalar("SELECT count(*) FROM users_new") == 300
 
 
@@ -244,27 +258,39 @@ def test_postgres_validation_sees_through_collations_and_column_types(pg_env):
     assert v.sample_keys == {"different": [321]} and v.unexplained_ranges == 0
 
 
-def test_rollback_truncates_target_and_restarts_owned_sequences(env):
+def test_rollback_truncates_the_target_restores_sequences_and_is_safe_twice(env):
     seed_users(env, 500)
     if env.engine == "postgres":
         env.sql("ALTER TABLE users_new ADD COLUMN seq_no bigserial")
+        env.sql("SELECT setval('users_new_seq_no_seq', 41)")  # where the application had it
+    else:
+        env.sql("ALTER TABLE users_new MODIFY id BIGINT NOT NULL AUTO_INCREMENT")
+        env.sql("ALTER TABLE users_new AUTO_INCREMENT = 1000")
     config, _, _ = backfill(env)
     before = source_fingerprint(env)
     assert env.scalar("SELECT count(*) FROM users_new") == 500
-    rollback.stop(config, env.db)
-    contract.flip_routing(config, env.db, contract.LEGACY)
-    rollback.empty_target(config, env.db)
-    seqs = rollback.reset_sequences(config, env.db)
-    assert env.scalar("SELECT count(*) FROM users_new") == 0
-    assert source_fingerprint(env) == before
-    with env.db.session() as conn:
-        assert CheckpointStore(env.db).get_flag(conn, "users_new_read_path") == "legacy"
+    handle = RunHandle(env.db, config)
+    lifecycle.start_catchup(config, env.db, "test")
+    lifecycle.validate(config, env.db, "test")
+    for _ in range(2):  # rollback twice is safe: the second pass is a no-op
+        for step in ("stop", "flip_routing", "empty_target", "restore_sequences", "clear_caches", "finish"):
+            from zdt_backfill.routing import TableFlagStore
+
+            lifecycle.rollback_step(step, config, env.db, TableFlagStore(env.db), [], "test")
+        assert env.scalar("SELECT count(*) FROM users_new") == 0
+        assert source_fingerprint(env) == before
+        assert env.scalar("SELECT value FROM zdt_routing_flags WHERE flag = 'users_new_read_path'") == "legacy"
+        assert handle.row().state == "rolled_back"
+        if env.engine == "postgres":
+            # restored to the value recorded at pre-flight (41), not restarted at 1
+            assert env.scalar("SELECT last_value FROM users_new_seq_no_seq") == 41
+        else:
+            assert env.scalar("SELECT auto_increment FROM information_schema.tables WHERE table_schema = database()"
+                              " AND table_name = 'users_new'") == 1000
+    steps = [e.detail["step"] for e in handle.events("destructive")]
+    assert steps.count("truncate") == 1 and "reset_sequences" in steps  # logged once, before they ran
     if env.engine == "postgres":
-        assert seqs == ["public.users_new_seq_no_seq"]
-        assert env.scalar("SELECT nextval('users_new_seq_no_seq')") == 1
-    # idempotent: a second rollback is harmless
-    rollback.empty_target(config, env.db)
-    assert contract.finish(config, env.db, "rolled_back")
+        assert env.scalar("SELECT nextval('users_new_seq_no_seq')") == 42
 
 
 def test_replica_lag_probe_reads_a_paused_replica_as_lagging(env):
@@ -318,8 +344,8 @@ def test_batches_wait_while_the_replica_lags(env):
         probe.close()
     throttled = result.throttled_seconds
     assert sum(throttled.values()) >= 1.5, throttled
-    assert set(throttled) <= {"replica-lag", "replica-unreachable"}
-    assert result.max_replica_lag_seconds >= 0.5 or "replica-unreachable" in throttled
+    assert set(throttled) <= {"lag", "lag-unknown", "replica-unreachable"}
+    assert result.max_replica_lag_seconds >= 0.5 or {"lag-unknown", "replica-unreachable"} & set(throttled)
     assert projection_diff(env) == 0
 
 
@@ -357,16 +383,34 @@ def test_rerunning_preflight_in_the_same_run_keeps_the_checkpointed_partitions(e
 
 
 class LostAckConnection:
-    """A real connection whose n-th commit succeeds on the server, then reports a lost connection."""
+    """A real connection whose first commit of a batch (an INSERT into users_new) succeeds on the
+    server, then reports a lost connection, as a dropped acknowledgement would."""
 
-    def __init__(self, conn, error, fail_on_commit: int):
-        self._conn, self._error, self._left = conn, error, fail_on_commit
+    def __init__(self, conn, error, state):
+        self._conn, self._error, self._state = conn, error, state
+        self._batch = False
+
+    def cursor(self, *a, **kw):
+        outer = self
+        cur = self._conn.cursor(*a, **kw)
+
+        class Cursor:
+            def execute(self, sql, params=()):
+                if "INSERT INTO" in sql and "users_new" in sql:  # MySQL's carries a leading tag comment
+                    outer._batch = True
+                return cur.execute(sql, params)
+
+            def __getattr__(self, name):
+                return getattr(cur, name)
+
+        return Cursor()
 
     def commit(self):
         self._conn.commit()
-        self._left -= 1
-        if self._left == 0:
+        if self._batch and not self._state["failed"]:
+            self._state["failed"] = True
             raise self._error
+        self._batch = False
 
     def __getattr__(self, name):
         return getattr(self._conn, name)
@@ -382,17 +426,11 @@ def test_a_batch_whose_commit_acknowledgement_was_lost_is_not_copied_again(env):
     error = psycopg.OperationalError("server closed the connection") if env.engine == "postgres" else \
         MySQLdb.OperationalError(2013, "Lost connection to server during query")
     real_connect = env.db.connect
-    calls = {"n": 0}
-
-    def connect():
-        calls["n"] += 1
-        # the batch session is the 2nd connection (after open_partition's); its 3rd commit is
-        # the session setup (1), plan pinning (2) ... so fail on the first batch commit
-        return LostAckConnection(real_connect(), error, 3) if calls["n"] == 2 else real_connect()
-
-    db = Database(connect=connect, dialect=env.db.dialect, schema=env.db.schema, name="lossy")
+    state = {"failed": False}
+    db = Database(connect=lambda: LostAckConnection(real_connect(), error, state), dialect=env.db.dialect,
+                  schema=env.db.schema, name="lossy")
     result = PartitionCopier(config, db, Partition.from_dict(plan.partitions[0]), plan.key_index).run()
-    assert result.retries == 1
+    assert state["failed"] and result.retries == 1
     assert result.progress["keys_scanned"] == 2_000 and result.progress["batches"] == 4
     assert projection_diff(env) == 0
 
@@ -463,22 +501,10 @@ def test_rollback_refuses_to_touch_another_runs_target(env):
     seed_users(env, 100)
     mine = RunConfig.from_params(users_conf(env), run_id="mine")
     run_preflight(mine, env.db, [])
-    contract.finish(mine, env.db, "stopped")  # an operator marked it dead ...
+    RunHandle(env.db, mine).release()  # the run ended (halted) ...
     theirs = RunConfig.from_params(users_conf(env), run_id="theirs")
-    run_preflight(theirs, env.db, [])  # ... and a new run took the table
+    run_preflight(theirs, env.db, [])  # ... and a new run took the table over
     PartitionCopier(theirs, env.db, Partition(0, 1, 100)).run()
-    with pytest.raises(RunStoppedError, match="refusing to roll back"):
-        rollback.stop(mine, env.db)
+    with pytest.raises(RunStoppedError, match="does not hold the backfill lock"):
+        rollback.stop(mine, env.db, RunHandle(env.db, mine), "late rollback of the old run")
     assert env.scalar("SELECT count(*) FROM users_new") == 100
-
-
-def test_drop_legacy_only_when_validation_found_no_difference(env):
-    seed_users(env, 100)
-    config = RunConfig.from_params(users_conf(env, drop_legacy=True), run_id="drop")
-    kept = contract.drop_legacy(config, env.db, mismatched_rows=3)
-    assert kept["kept"] and "3 differing" in kept["refused"]
-    assert env.scalar("SELECT count(*) FROM users_legacy") == 100
-    assert contract.drop_legacy(config, env.db, mismatched_rows=0) == {"dropped": ["users_legacy"], "kept": False}
-    assert control_tables(env) == [] and "users_legacy" not in [r[0] for r in env.sql(
-        "SELECT table_name FROM information_schema.tables WHERE table_name = 'users_legacy'"
-        + (" AND table_schema = database()" if env.engine == "mysql" else ""))]

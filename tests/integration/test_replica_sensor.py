@@ -52,9 +52,16 @@ def test_sensor_defers_while_lagging_and_returns_at_once_when_caught_up(env, mon
 
     for k, v in env.conn_env.items():
         monkeypatch.setenv(k, v)
+    from types import SimpleNamespace
+
+    from zdt_backfill.config import RunConfig
+    from zdt_backfill.preflight import run_preflight
+
     seed_users(env, 100)
     sensor = ReplicaLagSensor(task_id="wait_for_replicas")
-    context = {"params": users_conf(env, replica_conn_ids=[env.replica_conn_id]), "run_id": "sensor-test"}
+    params = users_conf(env, replica_conn_ids=[env.replica_conn_id])
+    run_preflight(RunConfig.from_params(params, run_id="sensor-test"), env.db, [])  # the run holds the lock
+    context = {"params": params, "run_id": "sensor-test", "ti": SimpleNamespace(task_id="wait_for_replicas")}
     localdb.wait_replica_caught_up(env.pair)
     assert sensor.execute(context)["readings"][env.replica_conn_id] < 2.0  # no deferral needed
     lagging(env)
@@ -64,6 +71,7 @@ def test_sensor_defers_while_lagging_and_returns_at_once_when_caught_up(env, mon
     finally:
         localdb.resume_replay(env.pair)
     assert isinstance(deferred.value.trigger, ReplicaLagTrigger)
+    assert deferred.value.trigger.heartbeat.endswith(".users_new")  # it keeps the heartbeat beating meanwhile
     assert deferred.value.method_name == "execute_complete"
     assert deferred.value.timeout.total_seconds() == 600
     assert sensor.execute_complete(context, {"status": "caught_up", "readings": {"r": 0.1}}) == {"readings": {"r": 0.1}}

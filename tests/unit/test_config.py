@@ -56,9 +56,11 @@ def test_none_means_profile_default():
         ({"partitions": 65}, "partitions must be a whole number"),
         ({"target_table": "users_legacy"}, "must differ"),
         ({"mode": "merge"}, "mode must be one of"),
-        ({"columns": {"id": "id"}}, "do not list it"),
         ({"cache_redis_url": "redis://x", "cache_key_pattern": "*"}, "whole cache"),
-        ({"rollback_lag_seconds": 1, "forward_max_lag_seconds": 2}, "rollback_lag_seconds"),
+        ({"rollback_lag_seconds": 1}, "unknown conf field"),
+        ({"allow_functions": ["json_extract; drop"]}, "allow_functions entry"),
+        ({"max_load": {"threads_running": "lots"}}, "max_load must be an object"),
+        ({"throttle_query": "SELECT 1"}, "throttle_query needs throttle_query_max"),
         ({"surprise": 1}, "unknown conf field"),
         ({"conn_id": None}, "conn_id is required"),
     ],
@@ -77,7 +79,21 @@ def test_fill_mode_targets_the_source_table():
     c = make(mode="fill", target_table=None)
     assert c.target_table == "users_legacy"
     with pytest.raises(ConfigError, match="legacy_columns"):
-        make(mode="fill", target_table=None, drop_legacy=True)
+        make(mode="fill", target_table=None, legacy_action="drop")
+
+
+def test_run_control_defaults_come_from_the_profile():
+    prod, dev = make(profile="prod"), make(profile="dev")
+    assert (prod.approval, prod.soak_minutes, prod.ramp_watch_minutes) == ("required", 1440.0, 10.0)
+    assert (dev.approval, dev.soak_minutes, dev.ramp_watch_minutes) == ("auto", 0.0, 0.0)
+    assert make(profile="prod", approval="auto", soak_minutes=5).soak_minutes == 5
+    assert prod.legacy_action == "keep" and prod.flag_store == "table"
+    assert prod.write_flag == "users_new_write_path" and prod.routing_flag == "users_new_read_path"
+    for bad in ({"approval": "maybe"}, {"legacy_action": "truncate"}, {"flag_store": "http"},
+                {"error_signal_sql": "SELECT 1; DROP TABLE x"}, {"error_signal_url": "file:///etc/passwd"},
+                {"error_signal_sql": "SELECT 1", "error_signal_url": "http://x/y"}, {"drop_legacy": True}):
+        with pytest.raises(ConfigError):
+            make(**bad)
 
 
 def test_dual_write_check_needs_a_timestamp_column():

@@ -6,44 +6,82 @@ import pytest
 
 from zdt_backfill.config import Thresholds
 from zdt_backfill.decision import decide_branch, error_rate_pct
-from zdt_backfill.throttler import Throttler, decide
+from zdt_backfill.throttler import Limits, Readings, Throttler, decide
 
 T = Thresholds()
 
 
-def test_forward_when_every_condition_holds():
-    d = decide_branch(100.0, True, 0, 100_000, 0.3, T)
-    assert d.branch == "contract"
+def test_forward_only_when_nothing_is_left_after_repair():
+    d = decide_branch(0, 0, 100_000, T)
+    assert d.branch == "forward"
 
 
 @pytest.mark.parametrize(
-    "match, errors, rows, lag, reason",
+    "mismatches, data_errors, rows, branch, reason",
     [
-        (99.98, 0, 100_000, 0.0, "checksum match"),
-        (100.0, 11, 100_000, 0.0, "error rate"),  # 0.011 % > 0.01 %
-        (100.0, 0, 100_000, 6.0, "replica lag 6.0s > 5"),
-        (100.0, 0, 100_000, 3.0, "forward needs less"),
-        (100.0, 0, 100_000, None, "unreachable"),
+        (11, 0, 100_000, "rollback", "error rate 0.0110% > 0.01%"),  # 0.011 % > 0.01 %
+        (0, 11, 100_000, "rollback", "error rate"),  # data errors count too
+        (10, 0, 100_000, "hold", "a human decides"),  # 0.01 %: not above the limit, not zero
+        (1, 0, 100_000, "hold", "a human decides"),
+        (0, 1, 0, "rollback", "error rate 100.0000%"),
     ],
 )
-def test_rollback_on_any_failed_condition(match, errors, rows, lag, reason):
-    d = decide_branch(match, True, errors, rows, lag, T)
-    assert d.branch == "rollback" and any(reason in r for r in d.reasons)
+def test_errors_roll_back_above_the_rate_and_hold_below_it(mismatches, data_errors, rows, branch, reason):
+    d = decide_branch(mismatches, data_errors, rows, T)
+    assert d.branch == branch and any(reason in r for r in d.reasons), d
+
+
+def test_unexplained_checksum_difference_holds_for_a_human_never_forward():
+    d = decide_branch(0, 0, 100_000, T, unexplained_ranges=1)
+    assert d.branch == "hold" and "no differing key" in d.reasons[0]
 
 
 def test_error_rate_boundary_is_exclusive():
     assert error_rate_pct(10, 100_000) == pytest.approx(0.01)
-    assert decide_branch(100.0, True, 10, 100_000, 0.0, T).branch == "contract"
+    assert decide_branch(10, 0, 100_000, T).branch == "hold"
+    assert decide_branch(11, 0, 100_000, T).branch == "rollback"
 
 
-def test_throttle_decide_reasons():
-    assert decide(None, {}, 2.0).throttle is False
-    assert decide(0.5, {"r": 0.5}, 2.0).throttle is False
-    d = decide(3.2, {"r": 3.2}, 2.0)
-    assert d.throttle and d.reason == "replica-lag=3.2s>2s"
-    d = decide(None, {"r1": 0.1, "r2": None}, 2.0)
-    assert d.throttle and d.reason == "replica-unreachable=r2"
-    assert decide(30.0, {"r": 30.0}, None).throttle is False  # gate off
+def lag(name, seconds, status="ok", detail=""):
+    from zdt_backfill.lag import LagReading
+
+    return LagReading(name, seconds, status, "heartbeat", detail)
+
+
+L = Limits(max_lag_seconds=2.0, max_load={"threads_running": 25}, critical_load={"threads_running": 100},
+           throttle_query_max=70)
+
+
+@pytest.mark.parametrize(
+    "readings, kind, reason",
+    [
+        (Readings(), "", ""),
+        (Readings(lag=(lag("r", 0.5),)), "", ""),
+        (Readings(lag=(lag("r", 3.2),)), "lag", "lag=3.2s>2s (r, heartbeat)"),
+        (Readings(lag=(lag("r1", 0.1), lag("r2", None, "unreachable", "refused"))), "replica-unreachable",
+         "replica-unreachable: r2 (refused)"),
+        (Readings(lag=(lag("r", None, "unknown", "replication stopped"),)), "lag-unknown",
+         "lag-unknown: r (replication stopped)"),
+        (Readings(load={"threads_running": 31}), "load", "threads_running=31>=25"),
+        (Readings(load={"threads_running": 24}), "", ""),
+        (Readings(throttle_query=71.5), "throttle-query", "throttle_query=71.5>=70"),
+        (Readings(throttle_query=float("nan")), "throttle-query", "throttle_query=nan>=70"),
+        (Readings(paused=True, lag=(lag("r", 9.0),)), "paused", "paused by an operator"),
+    ],
+)
+def test_decide_names_the_kind_and_the_figure(readings, kind, reason):
+    d = decide(readings, L)
+    assert (d.kind, d.reason, d.throttle, d.halt) == (kind, reason, bool(kind), False)
+
+
+def test_critical_load_halts_before_anything_else():
+    d = decide(Readings(load={"threads_running": 120}, paused=True), L)
+    assert d.halt and d.kind == "critical" and d.reason == "critical threads_running=120>=100"
+
+
+def test_gates_that_are_off_never_throttle():
+    off = Limits()
+    assert not decide(Readings(lag=(lag("r", 30.0), lag("x", None)), load={"threads_running": 999}), off).throttle
 
 
 class FakeProbe:
@@ -55,28 +93,75 @@ class FakeProbe:
         return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
 
 
-def test_lag_gate_holds_until_the_replica_catches_up():
+def fake_time():
     clock = [0.0]
-    t = Throttler(None, 100, [FakeProbe([5.0, 4.0, 1.0])], max_lag_seconds=2.0,
-                  clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
+    return clock, (lambda: clock[0]), (lambda s: clock.__setitem__(0, clock[0] + s))
+
+
+def test_lag_gate_holds_until_the_replica_catches_up():
+    clock, now, sleep = fake_time()
+    t = Throttler(None, 100, [FakeProbe([5.0, 4.0, 1.0])], max_lag_seconds=2.0, clock=now, sleep=sleep)
     t.before_batch()
-    assert t.throttled_seconds["replica-lag"] == pytest.approx(1.0)  # two sleeps of 0.5 s
+    assert t.throttled_seconds["lag"] == pytest.approx(1.0)  # two sleeps of 0.5 s
     assert t.max_lag_seen == 5.0
 
 
-def test_lag_gate_gives_up_after_max_wait():
+def test_lag_gate_gives_up_after_max_wait_but_a_pause_has_no_deadline():
     from zdt_backfill.errors import ThrottleTimeoutError
 
-    clock = [0.0]
-    t = Throttler(None, 100, [FakeProbe([None])], max_lag_seconds=2.0, max_wait_seconds=3.0,
-                  clock=lambda: clock[0], sleep=lambda s: clock.__setitem__(0, clock[0] + s))
-    with pytest.raises(ThrottleTimeoutError, match="replica-unreachable"):
+    clock, now, sleep = fake_time()
+    t = Throttler(None, 100, [FakeProbe([None])], max_lag_seconds=2.0, max_wait_seconds=3.0, clock=now, sleep=sleep)
+    with pytest.raises(ThrottleTimeoutError, match="lag-unknown"):
         t.before_batch()
+    ctl = {"pause": True}
+    clock2, now2, sleep2 = fake_time()
+
+    def sleeping(s):
+        sleep2(s)
+        if clock2[0] > 600:
+            ctl["pause"] = False  # an operator resumes after ten minutes
+
+    t = Throttler(None, 100, max_wait_seconds=3.0, clock=now2, sleep=sleeping, control=lambda: dict(ctl))
+    t.before_batch()
+    assert t.throttled_seconds["paused"] == pytest.approx(600.5, abs=0.6)
 
 
-def test_rate_ceiling_paces_batches():
-    # 2,000 rows/s with batches of 500: the bucket starts full (one batch), then each
-    # further batch must wait ~0.25 s; three more batches need >= ~0.7 s in all.
+def test_a_held_throttle_logs_its_kind_once_and_its_figure_every_ten_seconds(caplog):
+    import logging
+
+    clock, now, sleep = fake_time()
+    readings = [5.0 + i * 0.01 for i in range(80)] + [0.1]
+    t = Throttler(None, 100, [FakeProbe(readings)], max_lag_seconds=2.0, clock=now, sleep=sleep)
+    with caplog.at_level(logging.INFO, logger="zdt_backfill.throttler"):
+        t.before_batch()
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum(m.startswith("throttle: lag=") for m in lines) == 1  # the change of kind, once
+    assert 3 <= sum(m.startswith("throttle held") for m in lines) <= 4  # 40 s held: every 10 s
+    assert lines[-1].startswith("throttle released (was lag)")
+
+
+def test_live_control_changes_the_rate_ceiling():
+    ctl = {"max_rows_per_second": 1000}
+    t = Throttler(None, 100, control=lambda: dict(ctl))
+    t.before_batch()
+    assert t.rate == 1000
+    ctl["max_rows_per_second"] = 0  # 0 turns it off
+    t._last_check = float("-inf")
+    t.before_batch()
+    assert t.rate is None
+
+
+def test_a_stop_request_raises():
+    from zdt_backfill.throttler import StopRequestedError
+
+    with pytest.raises(StopRequestedError):
+        Throttler(None, 100, control=lambda: {"stop": True}).before_batch()
+
+
+def test_rate_ceiling_paces_batches_on_keys_scanned():
+    # 2,000 rows/s with batches of 500 keys: the bucket starts full (one batch), then each
+    # further batch must wait ~0.25 s; three more batches need >= ~0.7 s in all, whatever
+    # the batches inserted (a re-run over a full target inserts nothing and still waits).
     t = Throttler(2_000, 500)
     start = time.monotonic()
     for _ in range(4):
@@ -86,6 +171,59 @@ def test_rate_ceiling_paces_batches():
     assert t.throttled_seconds["rate"] >= 0.7
 
 
-def test_a_checksum_difference_nobody_can_explain_rolls_back():
-    d = decide_branch(100.0, True, 0, 1_000, 0.0, T, unexplained_ranges=1)
-    assert d.branch == "rollback" and "no differing key" in d.reasons[0]
+def test_the_ceiling_is_shared_by_the_planned_partitions():
+    from zdt_backfill.config import RunConfig
+
+    c = RunConfig.from_params({"conn_id": "c", "source_table": "a", "target_table": "b", "columns": {"x": "y"},
+                               "profile": "prod", "partitions": 4})
+    assert c.rate_per_partition() == 125.0  # asked for 4
+    assert c.rate_per_partition(planned=1) == 500.0  # a small table got one partition: it gets it all
+
+
+def test_batch_sizer_follows_spirits_rule():
+    from zdt_backfill.chunker import BatchSizer
+
+    s = BatchSizer(1_000, 0.5, 100, 10_000)
+    assert s.feedback(1_000, 0.1) == 1_500  # 5x too fast: grows, at most 1.5x a step
+    assert s.feedback(1_500, 0.15) == 2_250
+    for _ in range(10):
+        s.feedback(s.size, s.size * 0.0001)  # 0.1 ms a key: aims at 5,000 keys per 0.5 s
+    assert s.size == 5_000
+    assert s.feedback(5_000, 2.6) == 500  # a batch took over 5x the target: shrink 10x at once
+    assert s.halve() and s.size == 250
+    while s.halve():
+        pass
+    assert s.size == 100  # the floor
+    fixed = BatchSizer(1_000, 0, 1_000, 1_000)
+    assert fixed.feedback(1_000, 30.0) == 1_000  # target 0: fixed size
+
+
+def test_load_collector_turns_counters_into_rates():
+    from zdt_backfill.throttler import LoadCollector
+
+    class FakeDialect:
+        name = "postgres"
+
+        def load_sql(self, schema, tables):
+            return "x", (), "row"
+
+    rows = [{"active_backends": 3, "deadlocks": 10, "wal_bytes": 1_000}, {"active_backends": 4, "deadlocks": 12,
+                                                                            "wal_bytes": 5_000}]
+
+    class FakeDb:
+        dialect = FakeDialect()
+        schema = None
+
+        def connect(self):
+            return type("C", (), {"rollback": lambda self: None, "close": lambda self: None})()
+
+        def query_dicts(self, conn, sql, params):
+            return [rows.pop(0)]
+
+    clock = [0.0]
+    lc = LoadCollector(FakeDb(), ("a",), clock=lambda: clock[0])
+    first = lc.read()
+    assert first["active_backends"] == 3 and first["deadlocks_per_s"] is None
+    clock[0] = 2.0
+    second = lc.read()
+    assert second["deadlocks_per_s"] == 1.0 and second["wal_bytes_per_s"] == 2_000.0

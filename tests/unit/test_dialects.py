@@ -1,8 +1,10 @@
-"""SQL builders render the statements we expect: keyset ranges, quoting, no OFFSET."""
+"""SQL builders render the statements we expect: keyset ranges, quoting, no OFFSET, typed encodings."""
+
+import re
 
 import pytest
 
-from zdt_backfill.dialects import MySQLDialect, PostgresDialect, Range, dialect_for
+from zdt_backfill.dialects import ColumnType, MySQLDialect, PostgresDialect, Range, dialect_for
 from zdt_backfill.errors import UnsafeIdentifierError
 
 PG, MY = PostgresDialect(), MySQLDialect()
@@ -15,7 +17,7 @@ COLS = {"email_normalized": "lower(trim(email))", "m": "id % 2"}
         (PG, 'INSERT INTO "users_new" ("id", "email_normalized", "m") SELECT "id", (lower(trim(email))), (id %% 2)'
              ' FROM "users_legacy" WHERE "id" > %s AND "id" <= %s FOR SHARE ON CONFLICT ("id") DO NOTHING'),
         (MY, "INSERT INTO `users_new` (`id`, `email_normalized`, `m`) SELECT `id`, (lower(trim(email))), (id %% 2)"
-             " FROM `users_legacy` FORCE INDEX (PRIMARY) WHERE `id` > %s AND `id` <= %s LOCK IN SHARE MODE"
+             " FROM `users_legacy` FORCE INDEX (PRIMARY) WHERE `id` > %s AND `id` <= %s LOCK IN SHARE MODE NOWAIT"
              " ON DUPLICATE KEY UPDATE `id` = `users_new`.`id`"),
     ],
 )
@@ -78,7 +80,7 @@ def test_diff_kinds_in_copy_and_fill_mode():
     copy_sql, _ = PG.diff_sql("s", "t", "id", {"c": "x"}, Range(None, None))
     assert "'missing'" in copy_sql and "'extra'" in copy_sql and "IS NOT DISTINCT FROM" in copy_sql
     fill_sql, _ = MY.diff_sql("s", "s", "id", {"c": "x"}, Range(None, None), copy_mode=False)
-    assert "'extra'" not in fill_sql and "<=>" in fill_sql and "AS binary" in fill_sql
+    assert "'extra'" not in fill_sql and "<=>" in fill_sql and "AS BINARY" in fill_sql
 
 
 def test_dialect_for_rejects_unknown_engines():
@@ -99,3 +101,143 @@ def test_postgres_expected_values_are_cast_to_the_target_column_type():
     assert "CAST((x * 100) AS bigint)" in sql
     diff, _ = PG.diff_sql("s", "t", "id", {"c": "x"}, Range(None, None), casts={"c": "numeric(10,2)"})
     assert "CAST((x) AS numeric(10,2))" in diff and 'COLLATE "C"' in diff
+
+
+# ---------------------------------------------------------------------- typed, binary-safe encodings
+def test_postgres_column_types_from_the_catalog():
+    assert PG.column_type("character varying(255)", "varchar", "S") == ColumnType(
+        "character varying(255)", "character varying", "text")  # an explicit cast never truncates
+    assert PG.column_type("character(4)", "bpchar", "S").cast == "bpchar"
+    assert PG.column_type("character varying(5)[]", "_varchar", "A") == ColumnType(
+        "character varying(5)[]", "character varying[]", "value")
+    assert PG.column_type("numeric(16,0)", "numeric", "N") == ColumnType("numeric(16,0)", "numeric(16,0)", "value")
+    assert PG.column_type("bytea", "bytea", "U").kind == "binary"
+    assert PG.column_type("dom_email", "varchar", "S") == ColumnType("dom_email", "dom_email", "text")  # a domain
+    assert PG.column_type("timestamp(3) with time zone", "timestamptz", "D").cast == "timestamp(3) with time zone"
+    assert PG.parse_type("text").kind == "text" and PG.parse_type("bigint").kind == "value"
+
+
+@pytest.mark.parametrize(
+    "row, expected",
+    [
+        (("decimal", "decimal(16,0)", 16, 0, None, None, None), ColumnType("decimal(16,0)", "DECIMAL(16,0)", "value")),
+        (("datetime", "datetime(6)", None, None, 6, None, None), ColumnType("datetime(6)", "DATETIME(6)", "value")),
+        (("timestamp", "timestamp", None, None, 0, None, None), ColumnType("timestamp", "DATETIME(0)", "value")),
+        (("time", "time(3)", None, None, 3, None, None), ColumnType("time(3)", "TIME(3)", "value")),
+        (("bigint", "bigint(20) unsigned", 20, 0, None, None, None), ColumnType("bigint(20) unsigned", "DECIMAL(20,0)", "value")),
+        (("double", "double", 22, None, None, None, None), ColumnType("double", "DOUBLE", "value")),
+        (("varchar", "varchar(255)", None, None, None, "latin1", 255), ColumnType("varchar(255)", None, "text")),
+        (("char", "char(32)", None, None, None, "utf8mb4", 32), ColumnType("char(32)", None, "char")),
+        (("enum", "enum('a','b')", None, None, None, "utf8mb4", 1), ColumnType("enum('a','b')", None, "text")),
+        (("varbinary", "varbinary(64)", None, None, None, None, 64), ColumnType("varbinary(64)", "BINARY", "binary")),
+        (("binary", "binary(4)", None, None, None, None, 4), ColumnType("binary(4)", "BINARY(4)", "binary")),
+        (("blob", "blob", None, None, None, None, 65535), ColumnType("blob", "BINARY", "binary")),
+        (("json", "json", None, None, None, None, None), ColumnType("json", "JSON", "json")),
+        (("bit", "bit(8)", 8, None, None, None, None), ColumnType("bit(8)", None, "bit")),
+        ((b"decimal", b"decimal(5,2)", 5, 2, None, None, None), ColumnType("decimal(5,2)", "DECIMAL(5,2)", "value")),
+    ],
+)
+def test_mysql_column_types_from_information_schema(row, expected):
+    assert MY.column_type(*row) == expected
+
+
+def test_mysql_type_names_parse_like_the_catalog():
+    assert MY.parse_type("decimal(16,0)").cast == "DECIMAL(16,0)"
+    assert MY.parse_type("DATETIME(6)").cast == "DATETIME(6)"
+    assert MY.parse_type("varbinary(16)").kind == "binary"
+    assert MY.parse_type("int unsigned").cast == "DECIMAL(20,0)"
+    assert MY.parse_type("varchar(10)").kind == "text"
+
+
+def test_typed_projection_casts_each_expression_to_its_target_column_type():
+    cols = {"cents": "balance * 100", "ts": "ts", "email": "lower(trim(email))", "code": "code", "raw": "raw",
+            "keep": "x % 2"}
+    my_types = {"cents": "decimal(16,0)", "ts": "datetime(6)", "email": "varchar(255)", "code": "char(3)",
+                "raw": "varbinary(8)"}
+    assert MY.typed_projection(cols, my_types) == [
+        "CAST((balance * 100) AS DECIMAL(16,0))",
+        "CAST((ts) AS DATETIME(6))",
+        "CONVERT((lower(trim(email))) USING utf8mb4)",
+        "TRIM(TRAILING ' ' FROM CONVERT((code) USING utf8mb4))",  # CHAR drops trailing spaces
+        "CAST((raw) AS BINARY)",
+        "(x %% 2)",  # no type known: the expression as is
+    ]
+    pg_types = {"cents": "numeric(16,0)", "ts": "timestamp with time zone", "email": "character varying(255)",
+                "code": "character(3)", "raw": "bytea"}
+    assert PG.typed_projection(cols, pg_types) == [
+        "CAST((balance * 100) AS numeric(16,0))",
+        "CAST((ts) AS timestamp with time zone)",
+        "CAST((lower(trim(email))) AS character varying)",
+        "CAST((code) AS bpchar)",
+        "CAST((raw) AS bytea)",
+        "(x %% 2)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "dialect, type_name, expected",
+    [
+        (PG, "text", "encode(convert_to((v)::text, 'UTF8'), 'hex')"),
+        (PG, "bytea", "encode(v, 'hex')"),
+        (PG, "numeric(16,0)", "(v)::text"),
+        (PG, "timestamp with time zone", "(v)::text"),
+        (MY, "varchar(10)", "HEX(CONVERT(v USING utf8mb4))"),
+        (MY, "char(10)", "HEX(CONVERT(v USING utf8mb4))"),
+        (MY, "varbinary(10)", "HEX(v)"),
+        (MY, "decimal(16,0)", "CAST(v AS CHAR CHARACTER SET utf8mb4)"),
+        (MY, "datetime(6)", "CAST(v AS CHAR CHARACTER SET utf8mb4)"),
+        (MY, "bit(8)", "CAST(CAST(v AS UNSIGNED) AS CHAR CHARACTER SET utf8mb4)"),
+        (MY, "json", "HEX(CAST(v AS CHAR CHARACTER SET utf8mb4))"),
+    ],
+)
+def test_values_are_encoded_by_type_hex_for_bytes_canonical_text_for_numbers_and_times(dialect, type_name, expected):
+    assert dialect.encode_value("v", dialect.parse_type(type_name)) == expected
+
+
+def test_mysql_encodings_never_depend_on_the_connection_charset():
+    sql, _ = MY.checksum_sql("s", "t", "id", {"a": "x", "b": "y", "c": "z"}, Range(None, None),
+                             casts={"a": "varchar(10)", "b": "decimal(16,0)", "c": "varbinary(4)"})
+    # every text conversion names utf8mb4; no bare CAST(... AS CHAR) in the connection's charset
+    assert not re.search(r"(?i)AS CHAR\)", sql)
+    assert "HEX(CONVERT(`a` USING utf8mb4))" in sql and "HEX(`c`)" in sql
+    assert "CAST(CAST((y) AS DECIMAL(16,0)) AS CHAR CHARACTER SET utf8mb4)" in sql
+
+
+@pytest.mark.parametrize("dialect", [PG, MY])
+def test_null_and_empty_string_encode_differently_and_rows_hash_to_64_bits(dialect):
+    h = dialect.row_hash(["a", "b"], ["text", None])
+    assert h.count("'N'") == 2 and h.count("':'") == 2  # NULL -> N, '' -> 0:
+    assert "md5(" in h and ("bit(64)" in h or "1, 16), 16, 10" in h)  # the first 64 bits of MD5, summed
+
+
+@pytest.mark.parametrize("dialect", [PG, MY])
+def test_the_diff_and_the_checksum_share_the_typed_projection_and_encoding(dialect):
+    types = {"c": "decimal(16,0)" if dialect is MY else "numeric(16,0)"}
+    check, _ = dialect.checksum_sql("s", "t", "id", {"c": "x * 100"}, Range(None, None), casts=types)
+    diff, _ = dialect.diff_sql("s", "t", "id", {"c": "x * 100"}, Range(None, None), casts=types)
+    (projection,) = dialect.typed_projection({"c": "x * 100"}, types)
+    assert projection in check and projection in diff
+    t = dialect.parse_type(types["c"])
+    q = dialect.quote
+    assert dialect.encode_value(f"s.{q('zdt_c0')}", t) in diff and dialect.encode_value(f"t.{q('c')}", t) in diff
+
+
+def test_null_safe_equality_compares_encodings_byte_for_byte():
+    assert PG.null_safe_equal("a", "b", "text") == (
+        "encode(convert_to((a)::text, 'UTF8'), 'hex') COLLATE \"C\" IS NOT DISTINCT FROM"
+        " encode(convert_to((b)::text, 'UTF8'), 'hex') COLLATE \"C\"")
+    assert MY.null_safe_equal("a", "b", "varbinary(4)") == "CAST(HEX(a) AS BINARY) <=> CAST(HEX(b) AS BINARY)"
+
+
+def test_one_snapshot_per_range_is_a_read_only_repeatable_read_transaction():
+    assert PG.snapshot_sql() == ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"]
+    assert MY.snapshot_sql() == ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+                                 "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"]
+
+
+@pytest.mark.parametrize("dialect", [PG, MY])
+def test_column_types_are_read_from_the_catalog_on_both_engines(dialect):
+    sql, params = dialect.column_types_sql("t", "app")
+    assert ("format_type" in sql and "typcategory" in sql) if dialect is PG else (
+        "information_schema.columns" in sql and "datetime_precision" in sql and "character_set_name" in sql)
+    assert params == (('"app"."t"',) if dialect is PG else ("app", "t"))
