@@ -8,13 +8,14 @@ DEMO_ROWS ?= 1000000
 export DEMO_ROWS
 export AIRFLOW_HOME := $(CURDIR)/.local/airflow
 
-.PHONY: help venv services demo demo-mysql airflow test test-fast lint bench clean
+.PHONY: help venv services ui-deps demo demo-mysql airflow test test-ui test-fast lint bench clean
 
 help:
 	@echo "make demo        embedded PostgreSQL primary+replica, $(DEMO_ROWS) rows, run the DAG, print the report"
 	@echo "make demo-mysql  the same against MySQL/MariaDB on 127.0.0.1:3306"
 	@echo "make airflow     airflow standalone on the demo databases (UI on :8080)"
 	@echo "make test        the whole test suite (unit, integration, DAG, end-to-end)"
+	@echo "make test-ui     a real Airflow in headless Chromium (form, grid, logs, REST) and on two Celery workers"
 	@echo "make bench       benchmarks -> bench/results/latest.json"
 	@echo "make venv        .venv with requirements.txt and this project installed (editable)"
 	@echo "make clean       stop the embedded servers and remove .local/"
@@ -38,7 +39,13 @@ airflow: venv
 	@$(PY) scripts/demo.py standalone
 
 test: venv services
-	$(PY) -m pytest
+	$(PY) -m pytest --ignore=tests/ui
+
+ui-deps:
+	@bash scripts/bootstrap.sh ui-deps
+
+test-ui: venv services ui-deps
+	$(PY) -m pytest tests/ui
 
 test-fast: venv
 	$(PY) -m pytest tests/unit tests/dags

