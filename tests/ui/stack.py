@@ -8,6 +8,7 @@ stack has its own ``AIRFLOW_HOME`` and port, so it never touches the developer's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,14 +134,25 @@ class AirflowStack:
             "task_instances"]
 
     def __exit__(self, *exc: Any) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGTERM)
+        # Every component's whole process tree: standalone's and the workers' children (api-server
+        # workers, task runners) may start sessions of their own, out of reach of killpg.
+        import psutil
+
+        tree: list[psutil.Process] = []
         for p in self.procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                parent = psutil.Process(p.pid)
+                tree += [*parent.children(recursive=True), parent]
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=30)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        for p in self.procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=10)
 
 
 def seed_demo(pair: localdb.Pair, rows: int = DEMO_ROWS) -> None:
