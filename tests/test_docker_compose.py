@@ -82,6 +82,7 @@ SHIPPED_BY_OFFICIAL_IMAGE = {
     "redis": "redis extra; left at the image's version, celery/kombu cap it",
     "apache-airflow-providers-celery": "celery extra of the image (the CeleryExecutor's two workers)",
     "celery": "celery extra of the image, at the version its Celery provider accepts",
+    "statsd": "statsd extra of the image (Airflow's StatsD metrics backend)",
     "sqlalchemy": "core Airflow dependency",
     "tenacity": "core Airflow dependency",
     "pyyaml": "core Airflow dependency",

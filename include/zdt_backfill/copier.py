@@ -307,6 +307,13 @@ class PartitionCopier:
                 self.partition.label, progress.watermark, progress.rows_written, progress.batches,
             )
         self.chunker.open_at_watermark(progress.watermark)
+        # The attempt's start and end in the state table: an attempt without an end crashed
+        # (its worker died); one that starts past ``lo`` resumed (the report counts both).
+        self.handle.record("attempt", f"partition {self.partition.label} attempt starts", {
+            "partition": self.partition.index, "phase": self.phase, "watermark": progress.watermark,
+            "resumed": resumed is not None, "owner": self.handle.owner,
+        })
+        outcome = "failed"
         retrying = Retrying(
             retry=retry_if_exception(lambda e: self.db.is_transient(e) and not self.db.is_statement_timeout(e)),
             wait=wait_exponential_jitter(initial=BACKOFF_INITIAL_SECONDS, max=BACKOFF_MAX_SECONDS),
@@ -371,6 +378,7 @@ class PartitionCopier:
                 if self.on_batch:
                     self.on_batch(progress, chunk, rows, seconds)
                 self.throttler.after_batch(chunk.keys)
+            outcome = "done"
         finally:
             heart.__exit__(None, None, None)
             self.keeper.__exit__(None, None, None)
@@ -389,6 +397,12 @@ class PartitionCopier:
                         "partition": self.partition.index, "seconds": dict(self.throttler.throttled_seconds),
                         "changes": self.throttler.events[-50:],
                     })
+            with contextlib.suppress(Exception):
+                self.handle.record("attempt_end", f"partition {self.partition.label} attempt {outcome}", {
+                    "partition": self.partition.index, "phase": self.phase, "outcome": outcome,
+                    "rows": rows_total, "batches": batches, "seconds": round(elapsed, 3),
+                    "max_replica_lag_seconds": self.throttler.max_lag_seen,
+                })
         with self.db.session() as conn:
             self.store.finish_partition(conn, self.run_key, self.partition.index)
             final = self.store.open_partition(conn, self.run_key, self.partition.index, self.partition.lo, self.partition.hi)

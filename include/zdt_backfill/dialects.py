@@ -100,6 +100,8 @@ class Dialect:
     now = ""
     #: Column definition of an auto-numbered primary key, for the control tables.
     serial_pk = ""
+    #: Column type of a document of up to megabytes (the run reports' JSON and Markdown).
+    long_text_type = "text"
 
     def now_plus(self) -> str:
         """SQL of ``now() + %s seconds`` (one bound parameter, seconds, may be fractional)."""
@@ -732,6 +734,7 @@ class MySQLDialect(Dialect):
     timestamp_type = "timestamp(6)"
     now = "current_timestamp(6)"
     serial_pk = "BIGINT AUTO_INCREMENT PRIMARY KEY"
+    long_text_type = "mediumtext"  # text holds 64 KiB on MySQL; mediumtext 16 MiB
 
     def now_plus(self):
         return "current_timestamp(6) + INTERVAL round(%s * 1000000) MICROSECOND"

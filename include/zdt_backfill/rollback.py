@@ -109,10 +109,14 @@ def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: lis
     return {"statement": sql, "rows": rows, "batches": batches}
 
 
-def restore_sequences(config: RunConfig, db: Database, handle: RunHandle) -> list[str]:
-    """Restore the target's sequences (PostgreSQL) or AUTO_INCREMENT (MySQL) recorded at pre-flight."""
+def restore_sequences(config: RunConfig, db: Database, handle: RunHandle, checked: bool = True) -> list[str]:
+    """Restore the target's sequences (PostgreSQL) or AUTO_INCREMENT (MySQL) recorded at pre-flight.
+
+    :param checked: require this run to be rolling back (``False``: a staging rehearsal's restore,
+        which checks itself that this run held the lock).
+    """
     c, d = config, db.dialect
-    if c.mode != "copy" or already_rolled_back(handle):
+    if c.mode != "copy" or (checked and already_rolled_back(handle)):
         return []
     recorded = handle.row().sequences
     done: list[str] = []

@@ -23,7 +23,7 @@ every task and differ only in their defaults and schedule.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG, Param, TaskGroup, TriggerRule
@@ -62,19 +62,37 @@ DEMO_DEFAULTS: dict[str, Any] = {
 }
 
 
+def unclamped_bounds(minimum: float | None, maximum: float | None) -> dict[str, Any]:
+    """JSON-schema bounds for a number field that the trigger form refuses instead of clamping.
+
+    Airflow's form passes a field's top-level ``minimum``/``maximum`` to its number input, which
+    silently clamps what was typed (a batch size of 0 became 1 and a run started). The same bounds
+    inside ``allOf`` are invisible to the input but still validated, so the API refuses the value
+    with HTTP 400 and a readable first line (``Invalid input for param batch_size: 0 is less than
+    the minimum of 1``). :meth:`~zdt_backfill.config.RunConfig.from_params` refuses it again
+    (``ConfigError`` naming field, value and range).
+
+    :returns: schema keywords to merge into the Param.
+    """
+    bounds = {k: v for k, v in (("minimum", minimum), ("maximum", maximum)) if v is not None}
+    return {"allOf": [bounds]} if bounds else {}
+
+
 def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
     """The trigger form: every conf field titled, described and grouped in sections."""
     d = {**DEMO_DEFAULTS, **defaults}
 
-    def opt_num(name: str, title: str, description: str, section: str, kind: str = "number", **schema: Any) -> Param:
-        return Param(d.get(name), type=["null", kind], title=title, description=description, section=section, **schema)
+    def opt_num(name: str, title: str, description: str, section: str, kind: str = "number",
+                minimum: float | None = None, maximum: float | None = None, **schema: Any) -> Param:
+        return Param(d.get(name), type=["null", kind], title=title, description=description, section=section,
+                     **unclamped_bounds(minimum, maximum), **schema)
 
     return {
         # --- Connection and tables
         "conn_id": Param(d["conn_id"], type="string", minLength=1, title="Connection id",
                          description="Airflow connection (postgres or mysql) of the database holding source and target.",
                          section="Connection and tables"),
-        "replica_conn_ids": Param(d["replica_conn_ids"], type="array", items={"type": "string"},
+        "replica_conn_ids": Param(d["replica_conn_ids"], type=["null", "array"], items={"type": "string"},
                                   title="Replica connection ids",
                                   description="Replicas whose lag gates batches and must catch up before validation.",
                                   section="Connection and tables"),
@@ -155,7 +173,7 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
         "throttle_query_max": opt_num("throttle_query_max", "Throttle query limit",
                                       "The throttle query's value at or above which batches wait (the seed: CPU < 70).",
                                       "Tuning", minimum=0),
-        "allow_functions": Param(d.get("allow_functions", []), type="array", items={"type": "string", "pattern": IDENT},
+        "allow_functions": Param(d.get("allow_functions", []), type=["null", "array"], items={"type": "string", "pattern": IDENT},
                                  title="Extra allowed functions",
                                  description="Deterministic functions allowed in column expressions beyond the "
                                              "built-in allow-list (never now(), random(), sleep(), ...).",
@@ -233,7 +251,7 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                                description="keep (default), rename to <name>_zdt_archived, or drop; rename and drop "
                                            "need an exact validation and their own approval.",
                                section="Approval and contract"),
-        "legacy_columns": Param(d.get("legacy_columns", []), type="array", items={"type": "string", "pattern": IDENT},
+        "legacy_columns": Param(d.get("legacy_columns", []), type=["null", "array"], items={"type": "string", "pattern": IDENT},
                                 title="Legacy columns (fill mode)",
                                 description="Columns renamed or dropped by legacy_action in fill mode.",
                                 section="Approval and contract"),
@@ -258,6 +276,7 @@ def build_backfill_dag(
     tags: list[str] | None = None,
     description: str = "Zero-downtime backfill through the expand/contract compatibility windows",
     partition_retries: int = 3,
+    post_report: Callable[..., None] | None = None,
 ) -> DAG:
     """Build the backfill DAG.
 
@@ -265,6 +284,8 @@ def build_backfill_dag(
     :param defaults: Param defaults overriding :data:`DEMO_DEFAULTS`.
     :param schedule: ``None`` for manual runs; a cron string for rehearsals.
     :param partition_retries: retries of each partition task (each resumes from its checkpoint).
+    :param post_report: ``(config, db, report)`` called by the report task before the report is
+        stored (the staging rehearsal's restore and comparison; see :mod:`zdt_airflow.rehearsal`).
     """
     with DAG(
         dag_id=dag_id,
@@ -322,7 +343,7 @@ def build_backfill_dag(
             r1 >> r2 >> r3 >> r4 >> r5 >> r6
         with TaskGroup("report", tooltip="Diagnostics; releases the lease; JSON + Markdown report; fails the run unless contracted"):
             diagnose = DiagnoseOperator(task_id="diagnose", trigger_rule=TriggerRule.ALL_DONE)
-            write = ReportOperator(task_id="write_report", trigger_rule=TriggerRule.ALL_DONE)
+            write = ReportOperator(task_id="write_report", trigger_rule=TriggerRule.ALL_DONE, post_report=post_report)
             diagnose >> write
 
         check >> confirm >> copy >> catchup >> validate

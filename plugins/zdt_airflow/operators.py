@@ -24,6 +24,7 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator, HITLBran
 from airflow.sdk import BaseOperator, BaseSensorOperator, Context
 from airflow.sdk.exceptions import AirflowFailException
 
+from zdt_airflow import metrics
 from zdt_airflow.control import variable_control
 from zdt_airflow.flagstores import flag_store_for
 from zdt_airflow.hooks import BackfillHook
@@ -167,6 +168,7 @@ class PartitionBackfillOperator(BackfillOperator):
         started = time.monotonic()
 
         def on_batch(progress, chunk: Chunk, rows: int, seconds: float) -> None:
+            metrics.batch(config.target_table, f"p{part.index}", rows, seconds)
             done = progress.watermark - part.lo + 1
             span = part.hi - part.lo + 1
             elapsed = time.monotonic() - started
@@ -180,6 +182,7 @@ class PartitionBackfillOperator(BackfillOperator):
         with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
             result = lifecycle.copy_partition(config, db, self.partition, probes, owner_of(context), on_batch,
                                               control=variable_control(config.target_table))
+        metrics.partition_attempt(config.target_table, f"p{part.index}", result)
         self.log.info(
             "partition %s done: %d rows in %d batches this attempt (%.1fs), %d transient yields, throttled %s",
             part.label, result["attempt_rows"], result["attempt_batches"], result["attempt_seconds"],
@@ -381,26 +384,57 @@ class ReportOperator(BackfillOperator):
 
     Runs as the teardown of pre-flight with ``on_failure_fail_dagrun``, so the DagRun ends
     *success* only when the state table says ``contracted``: a rollback, a halt, a hold or a
-    failure anywhere ends *failed*, and Airflow's failure callbacks fire. The report goes to
-    ``$AIRFLOW_HOME/backfill_reports/<run_id>/`` (or ``reports_dir``) and into the task log.
+    failure anywhere ends *failed*, and Airflow's failure callbacks fire. The report is built
+    from the state tables (:func:`zdt_backfill.report.from_state`) and stored as a row of
+    ``zdt_backfill_reports`` in the target database, reachable from every worker; a copy goes
+    to ``$AIRFLOW_HOME/backfill_reports/<run_id>/`` (or ``reports_dir``) on this worker. The
+    task log prints the summary and where the report is; the DAG run's note gets the summary
+    through the REST API when the ``zdt_airflow_api`` connection exists
+    (:mod:`zdt_airflow.notes`). ``post_report(config, db, report)``, when given, may add to
+    the report before it is stored (the staging rehearsal's comparison and restore).
     """
 
-    def __init__(self, *, reports_dir: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, *, reports_dir: str | None = None,
+                 post_report: Callable[[RunConfig, Database, dict[str, Any]], None] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.reports_dir = reports_dir
+        self.post_report = post_report
 
     @fail_permanent
     def execute(self, context: Context) -> Any:  # no failure event: this task *reports* the ending
         return self.run(*config_and_db(context), context)
 
     def run(self, config, db, context):
+        from zdt_airflow import notes
+
         ending = lifecycle.finish_run(config, db, owner_of(context))
         if not ending.get("held"):
             raise AirflowFailException(f"no report: {ending['reason']}")
         r = report.from_state(config, db, ending)
+        post_error: Exception | None = None
+        if self.post_report is not None:
+            try:
+                self.post_report(config, db, r)
+            except Exception as exc:  # stored with the report, then fails the task below
+                post_error = exc
+        where = report.store(db, r)
+        metrics.run_report(config.target_table, r)
         reports_dir = Path(self.reports_dir or os.path.join(os.environ.get("AIRFLOW_HOME", "."), "backfill_reports"))
         out = report.write(r, reports_dir)
-        self.log.info("run report written to %s\n%s", out, report.to_markdown(r))
+        line = report.summary(r)
+        self.log.info("%s", line)
+        self.log.info("report stored in the target database (connection %s): %s; local copy on this worker: %s",
+                      config.conn_id, where, out)
+        self.log.info("report:\n%s", report.to_markdown(r))
+        dag_run = context.get("dag_run")
+        note = f"{line}\nReport: {where} on connection {config.conn_id}."
+        outcome = notes.set_dag_run_note(getattr(dag_run, "dag_id", None) or context["dag"].dag_id,
+                                         context["run_id"], note, notes.api_settings())
+        self.log.info("DAG run note %s", outcome)
+        if post_error is not None:
+            raise AirflowFailException(f"after the report: {type(post_error).__name__}: {post_error} (report: {where})")
         if not ending["success"]:
-            raise AirflowFailException(f"the run ended {ending['state']}: {ending['reason']} (report: {out})")
-        return {"report_dir": str(out), "state": ending["state"], "rows_per_second": r["rows_per_second"]}
+            raise AirflowFailException(f"the run ended {ending['state']}: {ending['reason']} (report: {where})")
+        return {"report_dir": str(out), "report": where, "state": ending["state"],
+                "rows_per_second": r["rows_per_second"]}

@@ -4,6 +4,7 @@ flips reads back on a bad error rate, and the legacy action runs only after its 
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -99,6 +100,11 @@ def test_a_dual_write_refusal_ends_the_run_failed_and_keeps_nothing_running(env,
     assert str(dr.state) == "failed", states
     assert states["dual_write.confirm"] == "failed" and states["report.write_report"] == "failed"
     assert report["state"] == "halted" and "cannot confirm dual-write" in report["reason"]
+    # The report is stored in the target database, reachable from any worker, and tells the truth.
+    stored = json.loads(env.scalar("SELECT report_json FROM zdt_backfill_reports WHERE run_id = %s", (dr.run_id,)))
+    md = env.scalar("SELECT report_md FROM zdt_backfill_reports WHERE run_id = %s", (dr.run_id,))
+    assert stored["state"] == "halted" and stored["validation"] is None and stored["rows_per_second"] is None
+    assert "validation: not run" in md and "effective rate: n/a (no rows written)" in md
     assert env.scalar("SELECT count(*) FROM users_new") == 0
     assert env.scalar("SELECT lease_expires_at FROM zdt_backfill_runs") is None  # the lock is released
 
@@ -122,6 +128,9 @@ def test_legacy_rename_runs_after_the_soak_with_its_ddl_recorded(env, backfill_d
     dr, states, report = run_dag(backfill_dag, env, monkeypatch, conf)
     assert str(dr.state) == "success", states
     assert report["state"] == "contracted"
+    stored = json.loads(env.scalar("SELECT report_json FROM zdt_backfill_reports WHERE run_id = %s", (dr.run_id,)))
+    assert stored["rows_written"] == 1_000 and stored["tries"] == stored["partitions"] >= 1
+    assert stored["crashes"] == 0 and 0 < stored["copy_seconds"] <= stored["wall_seconds"]
     assert _has_table(env, "users_legacy_zdt_archived") and not _has_table(env, "users_legacy")
     renames = [d for d in report["destructive"] if d["step"] == "rename"]
     assert len(renames) == 1 and "RENAME TO" in renames[0]["sql"]

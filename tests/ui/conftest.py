@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import localdb
-from stack import seed_demo
+from ui.stack import seed_demo
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -55,7 +56,13 @@ class AirflowStack:
     def __init__(self, home: Path, port: int, env: dict[str, str] | None = None, celery_workers: int = 0) -> None:
         self.home, self.port = Path(home), port
         self.url = f"http://localhost:{port}"
-        self.env = airflow_env(self.home, port, env)
+        # The admin's password is set before start (the simple auth manager keeps an existing
+        # one), so the report task can set the DAG run's note through the REST API
+        # (zdt_airflow.notes, connection zdt_airflow_api).
+        self._password = secrets.token_urlsafe(12)
+        api_conn = json.dumps({"conn_type": "http", "host": "localhost", "port": port, "schema": "http",
+                               "login": "admin", "password": self._password})
+        self.env = airflow_env(self.home, port, {"AIRFLOW_CONN_ZDT_AIRFLOW_API": api_conn, **(env or {})})
         self.celery_workers = celery_workers
         self.procs: list[subprocess.Popen] = []
         self.logs = self.home / "logs-stack"
@@ -70,6 +77,7 @@ class AirflowStack:
 
     def __enter__(self) -> "AirflowStack":
         self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "simple_auth_manager_passwords.json.generated").write_text(json.dumps({"admin": self._password}))
         for args in (("db", "migrate"), ("dags", "reserialize")):
             subprocess.run([sys.executable, "-m", "airflow", *args], env=self.env, check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, timeout=300)
@@ -113,8 +121,7 @@ class AirflowStack:
         return r.json()["access_token"]
 
     def password(self) -> str:
-        f = self.home / "simple_auth_manager_passwords.json.generated"
-        return json.loads(f.read_text())["admin"] if f.exists() else "admin"
+        return self._password
 
     def api(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         headers = {"Authorization": f"Bearer {self.token()}"}

@@ -14,7 +14,7 @@ import shutil
 import pytest
 
 import localdb
-from stack import ROOT, AirflowStack, conn_env
+from ui.stack import ROOT, AirflowStack, conn_env
 
 DAG = "zero_downtime_backfill"
 SHOTS = ROOT / "docs" / "screenshots"
@@ -118,7 +118,13 @@ def test_trigger_form_run_grid_log_and_report_in_a_browser(stack, browser):
     assert "batch" in page.inner_text("body")
     page.screenshot(path=str(SHOTS / "partition_log.png"))
 
-    # the report: the report task's log says where the report is stored
+    # the report: the run's note (set by the report task through the REST API) names the ending
+    # and where the report is stored; the report task's log prints it
+    note = stack.api("GET", f"/dags/{DAG}/dagRuns/{run_id}").json()["note"] or ""
+    assert "contracted" in note and "zdt_backfill_reports" in note, note
+    page.goto(f"{stack.url}/dags/{DAG}/runs/{run_id}", wait_until="networkidle")
+    page.wait_for_timeout(2000)
+    page.screenshot(path=str(SHOTS / "run_note.png"))
     page.goto(f"{stack.url}/dags/{DAG}/runs/{run_id}/tasks/report.write_report", wait_until="networkidle")
     page.get_by_text("contracted").first.wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "report.png"))
@@ -126,7 +132,7 @@ def test_trigger_form_run_grid_log_and_report_in_a_browser(stack, browser):
 
 
 def test_rest_api_with_a_jwt_starts_a_good_run(stack, demo_pg):
-    from stack import seed_demo
+    from ui.stack import seed_demo
 
     seed_demo(demo_pg, 2_000)  # a fresh expand target
     conf = {"profile": "dev", "dual_write": "assumed", "batch_size": 1000}

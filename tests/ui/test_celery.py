@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 import localdb
-from stack import AirflowStack, conn_env, seed_demo
+from ui.stack import AirflowStack, conn_env, seed_demo
 
 DAG = "zero_downtime_backfill"
 pytestmark = pytest.mark.ui

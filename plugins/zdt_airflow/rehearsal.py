@@ -1,0 +1,132 @@
+"""Scheduled staging rehearsals: the backfill DAG from the same factory, on staging, that always
+puts staging back as it found it and compares itself with the previous rehearsals.
+
+- Schedule: the Airflow Variable ``zdt_staging_rehearsal_schedule`` (a cron string, read when
+  the DAG file is parsed; weekly, Sunday 03:00, when unset or unreadable; ``none`` = manual).
+- Defaults: the staging profile, ``approval: auto``, ``dual_write: assumed`` (no application
+  writes staging), ``legacy_action: keep``, connections ``backfill_staging`` and
+  ``backfill_staging_replica``; a triggered run's conf overrides any of them.
+- At the end (the report task, a teardown that runs whatever happened) :func:`restore_staging`
+  flips both routing flags back to legacy, truncates the rehearsal's own target table, restores
+  its sequences / AUTO_INCREMENT to the values recorded at pre-flight, and forgets the run's
+  checkpoints, so the next rehearsal starts from the same state. It touches nothing unless this
+  run held the table's lock, and only the target table of this run's conf (copy mode).
+- The report compares throughput, throttled time, replica lag and validation time with the
+  median of the previous rehearsals on the same target (``zdt_backfill_reports``) and flags a
+  regression over ``zdt_staging_rehearsal_regression_pct`` percent (Variable, default 20).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from zdt_backfill import contract, report, rollback
+from zdt_backfill.checkpoint import CheckpointStore
+from zdt_backfill.config import RunConfig
+from zdt_backfill.db import Database
+from zdt_backfill.runstate import RunHandle
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_VARIABLE = "zdt_staging_rehearsal_schedule"
+REGRESSION_VARIABLE = "zdt_staging_rehearsal_regression_pct"
+DEFAULT_SCHEDULE = "0 3 * * 0"  # weekly, Sunday 03:00 UTC
+DEFAULT_REGRESSION_PCT = 20.0
+#: How many earlier rehearsals the comparison's median is taken over.
+COMPARE_WITH = 5
+
+STAGING_DEFAULTS: dict[str, Any] = {
+    "conn_id": "backfill_staging",
+    "replica_conn_ids": ["backfill_staging_replica"],
+    "profile": "staging",
+    "approval": "auto",
+    "dual_write": "assumed",
+    "legacy_action": "keep",
+}
+
+
+def _variable(name: str, default: str) -> str:
+    """An Airflow Variable, or ``default`` when unset or unreadable (parsing must never fail on it)."""
+    env = os.environ.get(f"AIRFLOW_VAR_{name.upper()}")
+    if env:
+        return env
+    try:
+        from airflow.sdk import Variable
+
+        return str(Variable.get(name, default=default))
+    except Exception:  # no API server / metadata DB reachable at parse time
+        return default
+
+
+def schedule_from_variable() -> str | None:
+    """The rehearsal's cron schedule (``None`` when the Variable says ``none``)."""
+    value = _variable(SCHEDULE_VARIABLE, DEFAULT_SCHEDULE).strip()
+    return None if value.lower() in ("", "none", "null", "manual") else value
+
+
+def regression_pct() -> float:
+    try:
+        return float(_variable(REGRESSION_VARIABLE, str(DEFAULT_REGRESSION_PCT)))
+    except ValueError:
+        return DEFAULT_REGRESSION_PCT
+
+
+def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, Any]:
+    """Put staging back as it was before the rehearsal (see the module doc); each step is logged
+    and recorded as a destructive step before it runs. Safe to run twice.
+
+    :param store: the run's routing flag store.
+    :returns: ``{"summary", "steps"}``; ``{"skipped": why}`` when this run never held the lock.
+    :raises ValueError: fill mode (a rehearsal restores a copy target only).
+    """
+    if config.mode != "copy" or config.target_table == config.source_table:
+        raise ValueError("a staging rehearsal restores a copy target only (mode copy)")
+    handle = RunHandle(db, config, "rehearsal.restore")
+    row = handle.row()
+    if row is None or row.run_id != config.run_id:
+        return {"summary": "nothing to restore: this rehearsal never held the table's lock", "steps": []}
+    steps: list[str] = []
+    contract.flip_back(config, handle, store)
+    steps.append(f"flags {config.routing_flag} and {config.write_flag} -> legacy")
+    sql = f"TRUNCATE TABLE {db.dialect.table(config.target_table, db.schema)}"
+    handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)")
+    db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds)
+    steps.append(sql)
+    steps += rollback.restore_sequences(config, db, handle, checked=False)
+    with db.session() as conn:
+        CheckpointStore(db).forget(conn, config.run_id)
+        conn.commit()
+    steps.append("checkpoints forgotten")
+    if config.legacy_action != "keep":
+        steps.append(f"WARNING: legacy_action {config.legacy_action} is not undone by the restore")
+    handle.record("rehearsal_restore", "staging restored", {"steps": steps})
+    return {"summary": "; ".join(steps), "steps": steps}
+
+
+def post_report(config: RunConfig, db: Database, r: dict[str, Any]) -> None:
+    """The rehearsal's additions to its report: restore staging, then compare with earlier rehearsals.
+
+    The restore runs first and always; its error (if any) is put in the report and raised after
+    the comparison, so the report is still stored and the run fails visibly.
+    """
+    from zdt_airflow.flagstores import flag_store_for
+
+    r["rehearsal"] = {}
+    error: Exception | None = None
+    try:
+        r["rehearsal"]["restore"] = restore_staging(config, db, flag_store_for(config.flag_store, db, config.flag_store_url))
+    except Exception as exc:
+        error = exc
+        r["rehearsal"]["restore"] = {"error": f"{type(exc).__name__}: {exc}"}
+        log.error("staging restore failed: %s", exc)
+    previous = [p for p in report.history(db, target_table=config.target_table, limit=50)
+                if p.get("rehearsal") and p.get("run_id") != config.run_id and p.get("rows_written")]
+    cmp_ = report.compare(r, previous[:COMPARE_WITH], regression_pct())
+    r["rehearsal"]["comparison"] = cmp_
+    if cmp_["regressions"]:
+        log.warning("staging rehearsal REGRESSION over %s %%: %s", cmp_["regression_pct"],
+                    {n: cmp_["figures"][n] for n in cmp_["regressions"]})
+    if error is not None:
+        raise error

@@ -1,0 +1,62 @@
+"""The report of a run whose worker was killed mid-copy states the crash and the resume, from the
+state tables alone (a forked worker process ends with ``os._exit``: no ``finally``, no release),
+and is stored in ``zdt_backfill_reports``."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from conftest import projection_diff, seed_users, users_conf
+from zdt_backfill import report
+from zdt_backfill.chunker import Partition
+from zdt_backfill.config import RunConfig
+from zdt_backfill.copier import PartitionCopier
+from zdt_backfill.preflight import run_preflight
+
+pytestmark = pytest.mark.integration
+
+ROWS = 5_000
+
+
+def test_a_killed_worker_is_reported_as_a_crash_and_its_retry_as_a_resume(env):
+    seed_users(env, ROWS)
+    config = RunConfig.from_params(users_conf(env, batch_size=500, partitions=2), run_id="killed")
+    plan = run_preflight(config, env.db, [])
+    p0 = Partition.from_dict(plan.partitions[0])
+
+    def worker():  # the task's process, killed by the OS after its third batch committed
+        def die(progress, chunk, rows, seconds):
+            if progress.batches == 3:
+                os._exit(9)
+
+        PartitionCopier(config, env.db, p0, plan.key_index, on_batch=die).run()
+
+    child = multiprocessing.get_context("fork").Process(target=worker)
+    child.start()
+    child.join(120)
+    assert child.exitcode == 9
+    # Airflow retries the partition (same run): it resumes from the checkpoint; p1 runs once.
+    again = PartitionCopier(config, env.db, p0, plan.key_index).run()
+    assert again.resumed_from is not None and again.attempt_batches < again.progress["batches"]
+    PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[1]), plan.key_index).run()
+    assert projection_diff(env) == 0
+
+    r = report.from_state(config, env.db, {"state": "copying", "reason": "test", "success": False})
+    assert (r["tries"], r["crashes"], r["resumes"], r["failed_attempts"]) == (3, 1, 1, 0)
+    by_no = {p["partition_no"]: p for p in r["partition_detail"]}
+    assert (by_no[0]["tries"], by_no[0]["crashes"], by_no[0]["resumes"]) == (2, 1, 1)
+    assert (by_no[1]["tries"], by_no[1]["crashes"]) == (1, 0)
+    assert r["rows_written"] == ROWS and 0 < r["copy_seconds"] <= r["wall_seconds"]
+    assert r["rows_per_second"] == pytest.approx(ROWS / r["copy_seconds"], rel=0.01)
+    assert r["validation"] is None
+    md = report.to_markdown(r)
+    assert "crashed (worker died, no end recorded): 1" in md and "resumed from a checkpoint: 1" in md
+    assert "validation: not run" in md
+
+    where = report.store(env.db, r)
+    assert where.startswith("zdt_backfill_reports (run_id = 'killed'")
+    assert report.load(env.db, "killed")["crashes"] == 1
+    assert report.history(env.db, target_table="users_new")[0]["run_id"] == "killed"
