@@ -54,6 +54,7 @@ lint: venv
 	$(VENV)/bin/ruff check include plugins dags tests scripts bench
 
 bench: venv services
+	@bash bench/setup.sh $(VENV)
 	$(PY) bench/run.py
 
 clean:

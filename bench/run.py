@@ -26,6 +26,7 @@ import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,10 +41,16 @@ from zdt_backfill.copier import PartitionCopier  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
 from zdt_backfill.preflight import run_preflight  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+import common  # noqa: E402
+import oltp  # noqa: E402
+import stats  # noqa: E402
+from common import OLTP_RATE, OLTP_SECONDS, SKIP  # noqa: E402
+
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 LOOP_ROWS = min(ROWS, int(os.environ.get("BENCH_LOOP_ROWS", "50000")))
 COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "md5(legacy_data)"}
-OUT = ROOT / "bench" / "results"
+OUT = Path(os.environ.get("BENCH_OUT") or ROOT / "bench" / "results")  # a small trial run: BENCH_OUT=/tmp/...
 
 
 def seed(db: Database) -> None:
@@ -159,13 +166,73 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
     res["validate"] = {"seconds_equal": round(t, 3), "seconds_one_changed_row": round(t1, 3),
                        "found_keys": found[0].sample_keys}
     print(f"[{name}] validate equal {t:.2f}s; one changed row found in {t1:.2f}s: {found[0].sample_keys}", flush=True)
+    if "oltp" not in SKIP:
+        res.update(bench_oltp(name, pair, db))
     for k in ("keyset_1000", "seed_row_loop", "engine_batch_1000", "engine_batch_50000"):
         res[k]["vs_monolithic"] = round(res[k]["rows_per_second"] / res["monolithic"]["rows_per_second"], 3)
     res["engine_batch_1000"]["vs_seed_row_loop"] = round(
         res["engine_batch_1000"]["rows_per_second"] / res["seed_row_loop"]["rows_per_second"], 1)
     res["engine_batch_1000"]["vs_keyset_1000"] = round(
         res["engine_batch_1000"]["rows_per_second"] / res["keyset_1000"]["rows_per_second"], 3)
+    best = max(("engine_batch_1000", "engine_batch_50000"), key=lambda k: res[k]["rows_per_second"])
+    res.update({"monolithic_rows_per_s": res["monolithic"]["rows_per_second"],
+                "engine_rows_per_s": res[best]["rows_per_second"], "engine_best": best,
+                "engine_vs_monolithic": res[best]["vs_monolithic"],
+                "seed_rowwise_rows_per_s": res["seed_row_loop"]["rows_per_second"],
+                "batch_seconds_p50": round(res[best]["batch_p50_ms"] / 1000, 4),
+                "batch_seconds_p99": round(res[best]["batch_p99_ms"] / 1000, 4)})
     return res
+
+
+def bench_oltp(name: str, pair: localdb.Pair, db: Database) -> dict:
+    """Issue 6: the fixed-rate application load (bench/oltp.py) alone, during a monolithic insert,
+    and during a prod-profile engine run (stopped at the window's end), with replica lag sampled."""
+    from zdt_backfill.lag import ReplicaLagProbe
+
+    out: dict = {"oltp_rate_per_s": OLTP_RATE, "oltp_seconds": OLTP_SECONDS}
+    reset_target(db)
+    localdb.wait_replica_caught_up(pair, timeout=600)
+    out["oltp_baseline"] = oltp.start(pair.primary, ROWS, OLTP_RATE, OLTP_SECONDS).result()
+    load = oltp.start(pair.primary, ROWS, OLTP_RATE, OLTP_SECONDS)
+    time.sleep(1)
+    monolithic(db)
+    out["oltp_during_monolithic"] = load.result()
+    reset_target(db)
+    localdb.wait_replica_caught_up(pair, timeout=600)
+    replica = Database.from_url(common.url(pair.replica), timeout_s=5)
+    sampler = ReplicaLagProbe(replica)
+    lags: list[float] = []
+    load = oltp.start(pair.primary, ROWS, OLTP_RATE, OLTP_SECONDS)
+    deadline = time.monotonic() + OLTP_SECONDS
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            v = sampler.measure()
+            if v is not None:
+                lags.append(v)
+            done.wait(0.5)
+
+    th = threading.Thread(target=sample)
+    th.start()
+    cfg = common.engine_config("prod", f"bench-prod-{time.time()}")
+    run = common.engine_copy(db, cfg, probes=[ReplicaLagProbe(replica)], deadline=deadline)
+    out["oltp_during_backfill"] = load.result()
+    done.set()
+    th.join()
+    sampler.close()
+    out.update({
+        "oltp_p99_ms_baseline": out["oltp_baseline"]["p99_ms"],
+        "oltp_p99_ms_during_backfill": out["oltp_during_backfill"]["p99_ms"],
+        "oltp_p99_ms_during_monolithic": out["oltp_during_monolithic"]["p99_ms"],
+        "oltp_p99_backfill_vs_baseline": stats.ratio(out["oltp_during_backfill"]["p99_ms"], out["oltp_baseline"]["p99_ms"]),
+        "replica_lag_max_seconds": round(max(lags), 3) if lags else None,
+        "prod_backfill_rows_per_s": stats.rows_per_s(run.rows_written, run.seconds),
+    })
+    print(f"[{name}] oltp p99 ms: baseline {out['oltp_p99_ms_baseline']}, prod backfill "
+          f"{out['oltp_p99_ms_during_backfill']}, monolithic {out['oltp_p99_ms_during_monolithic']}; "
+          f"replica lag max {out['replica_lag_max_seconds']} s", flush=True)
+    return out
 
 
 def markdown(results: dict) -> str:
@@ -183,6 +250,13 @@ def markdown(results: dict) -> str:
         lines.append(f"| {label} | {pg.get('engine_batch_1000', {}).get(k)} | {my.get('engine_batch_1000', {}).get(k)} |")
     for k, label in (("seconds_equal", "validate, tables equal (s)"), ("seconds_one_changed_row", "validate, one row changed (s)")):
         lines.append(f"| {label} | {pg.get('validate', {}).get(k)} | {my.get('validate', {}).get(k)} |")
+    lines += ["", f"Application load (issue 6), fixed rate {pg.get('oltp_rate_per_s') or my.get('oltp_rate_per_s')} tx/s"
+              " (point read + update by random id), p99 latency from the scheduled start:", "",
+              "| | PostgreSQL | MariaDB |", "|---|---|---|"]
+    for k, label in (("oltp_p99_ms_baseline", "p99 ms, no backfill"), ("oltp_p99_ms_during_backfill", "p99 ms, prod-profile backfill"),
+                     ("oltp_p99_ms_during_monolithic", "p99 ms, monolithic INSERT ... SELECT"),
+                     ("replica_lag_max_seconds", "replica lag max (s), prod backfill")):
+        lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
     return "\n".join(lines) + "\n"
 
 

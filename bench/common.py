@@ -1,0 +1,212 @@
+"""Shared set-up of `make bench`: knobs (env vars), connections, seeding, and the engine runs.
+
+Every duration and size is an env var so a small run fits a busy machine:
+
+| env var | default | what |
+|---|---|---|
+| BENCH_ROWS | 1,000,000 | rows of users_legacy per engine |
+| BENCH_LOOP_ROWS | 50,000 | rows the seed's row-by-row loop copies (it is slow) |
+| BENCH_RSS_ROWS | 5,000,000 | the large size of the worker peak RSS measurement |
+| BENCH_RSS_LARGE_ENGINES | postgres | engines measured at BENCH_RSS_ROWS (comma list; "" = none) |
+| BENCH_OLTP_SECONDS | 30 | length of each application-load window |
+| BENCH_OLTP_RATE | 200 | application transactions/s (point read + update by random id) |
+| BENCH_THROTTLE_SECONDS | 60 | copying time the throttled run aims at |
+| BENCH_THROTTLE_RPS | BENCH_ROWS / BENCH_THROTTLE_SECONDS | its rows/s ceiling |
+| BENCH_PARTITIONS | 1,2 | partition counts tried for the unthrottled engine run |
+| BENCH_SKIP | "" | comma list of sections to skip: oltp, throttle, dag, rss, peers |
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (ROOT / "include", ROOT / "scripts", ROOT / "bench"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import localdb  # noqa: E402
+from zdt_backfill.chunker import Partition  # noqa: E402
+from zdt_backfill.config import RunConfig  # noqa: E402
+from zdt_backfill.copier import PartitionCopier  # noqa: E402
+from zdt_backfill.db import Database  # noqa: E402
+from zdt_backfill.preflight import run_preflight  # noqa: E402
+from zdt_backfill.throttler import StopRequestedError  # noqa: E402
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, "") or default)
+
+
+def env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, "") or default)
+
+
+ROWS = env_int("BENCH_ROWS", 1_000_000)
+LOOP_ROWS = min(ROWS, env_int("BENCH_LOOP_ROWS", 50_000))
+RSS_ROWS = env_int("BENCH_RSS_ROWS", 5_000_000)
+RSS_LARGE_ENGINES = [e for e in os.environ.get("BENCH_RSS_LARGE_ENGINES", "postgres").split(",") if e]
+OLTP_SECONDS = env_float("BENCH_OLTP_SECONDS", 30)
+OLTP_RATE = env_float("BENCH_OLTP_RATE", 200)
+THROTTLE_SECONDS = env_float("BENCH_THROTTLE_SECONDS", 60)
+THROTTLE_RPS = env_float("BENCH_THROTTLE_RPS", max(1, round(ROWS / THROTTLE_SECONDS)))
+PARTITIONS = [int(x) for x in os.environ.get("BENCH_PARTITIONS", "1,2").split(",") if x]
+SKIP = {s for s in os.environ.get("BENCH_SKIP", "").split(",") if s}
+COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "md5(legacy_data)"}
+BASE = ROOT / ".local" / "bench"
+OUT = ROOT / "bench" / "results"
+
+
+def say(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def url(server: localdb.Server) -> str:
+    """``postgresql://`` / ``mysql://`` URL of a localdb server, as Database.from_url takes it."""
+    scheme = "postgresql" if server.engine == "postgres" else "mysql"
+    cred = server.user + (f":{server.password}" if server.password else "")
+    return f"{scheme}://{cred}@{server.host}:{server.port}/{server.database}"
+
+
+def seed(db: Database, rows: int) -> None:
+    """Drop and create users_legacy with ``rows`` rows (the demo's shape) and an empty users_new."""
+    with db.session() as c:
+        for t in ("users_new", "users_legacy", "users_new_expected", "users_legacy_pt_copy",
+                  "zdt_backfill_checkpoints", "zdt_backfill_runs"):
+            db.execute(c, f"DROP TABLE IF EXISTS {db.dialect.quote(t)}")
+        if db.dialect.name == "postgres":
+            db.execute(c, "CREATE TABLE users_legacy (id bigint PRIMARY KEY, email text NOT NULL, legacy_data text,"
+                          " updated_at timestamptz DEFAULT now())")
+            db.execute(c, "INSERT INTO users_legacy SELECT g, '  User' || g || '@Example.COM ', repeat(md5(g::text), 2)"
+                          " FROM generate_series(1, %s) g", (rows,))
+            db.execute(c, "CREATE TABLE users_new (id bigint PRIMARY KEY, email_normalized text, data_hash text)")
+        else:
+            db.execute(c, "CREATE TABLE users_legacy (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL, legacy_data TEXT,"
+                          " updated_at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))")
+            db.execute(c, "INSERT INTO users_legacy (id, email, legacy_data) SELECT seq, CONCAT('  User', seq, '@Example.COM '),"
+                          f" REPEAT(MD5(seq), 2) FROM seq_1_to_{int(rows)}")
+            db.execute(c, "CREATE TABLE users_new (id BIGINT PRIMARY KEY, email_normalized VARCHAR(255), data_hash CHAR(32))")
+        c.commit()
+        db.query(c, "ANALYZE users_legacy" if db.dialect.name == "postgres" else "ANALYZE TABLE users_legacy")
+        c.commit()
+
+
+def reset_target(db: Database) -> None:
+    """Empty users_new and drop the run-state tables, so each approach starts from the expand step."""
+    with db.session() as c:
+        db.execute(c, "TRUNCATE TABLE users_new")
+        for t in ("zdt_backfill_checkpoints", "zdt_backfill_runs"):
+            db.execute(c, f"DROP TABLE IF EXISTS {db.dialect.quote(t)}")
+        c.commit()
+
+
+def execute(db: Database, sql: str, params: tuple = ()) -> None:
+    with db.session() as c:
+        db.execute(c, sql, params)
+        c.commit()
+
+
+def monolithic(db: Database, table: str = "users_new") -> None:
+    """One ``INSERT ... SELECT`` of every row: the upper bound, never for production."""
+    execute(db, f"INSERT INTO {db.dialect.quote(table)} (id, email_normalized, data_hash)"
+                " SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy")
+
+
+def seed_rowwise(db: Database, rows: int) -> None:
+    """The seed's loop: SELECT a 500-key range, INSERT each row, commit."""
+    import hashlib
+
+    upsert = ("INSERT INTO users_new (id, email_normalized, data_hash) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING"
+              if db.dialect.name == "postgres" else
+              "INSERT INTO users_new (id, email_normalized, data_hash) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE id = id")
+    with db.session() as c:
+        for lo in range(1, rows + 1, 500):
+            got = db.query(c, "SELECT id, email, legacy_data FROM users_legacy WHERE id BETWEEN %s AND %s ORDER BY id",
+                           (lo, min(lo + 499, rows)))
+            for id_, email, data in got:
+                db.execute(c, upsert, (id_, email.strip().lower(), hashlib.md5(data.encode()).hexdigest()))
+            c.commit()
+
+
+@dataclass
+class EngineRun:
+    """One engine copy: wall seconds of the copy (pre-flight excluded), keys scanned, batch seconds."""
+
+    seconds: float
+    keys: int
+    partitions: int
+    batch_seconds: list[float] = field(default_factory=list)
+    rows_written: int = 0
+    stopped: bool = False
+
+
+def engine_config(profile: str, run_id: str, **params: Any) -> RunConfig:
+    p = {"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new", "key": "id",
+         "columns": COLUMNS, "profile": profile, "dual_write": "assumed", **params}
+    return RunConfig.from_params(p, run_id=run_id)
+
+
+def engine_copy(db: Database, cfg: RunConfig, probes: list | None = None, deadline: float | None = None) -> EngineRun:
+    """Pre-flight, then every planned partition copied in its own thread (as mapped tasks would).
+
+    ``deadline`` (time.monotonic) stops the copy through live control once passed.
+    :returns: an :class:`EngineRun`; ``keys`` are the keys the batches scanned (from each chunk).
+    """
+    plan = run_preflight(cfg, db, probes or [])
+    batches: list[float] = []
+    scanned = [0]
+    written = [0]
+    lock = threading.Lock()
+    stopped = [False]
+    errors: list[BaseException] = []
+
+    def on_batch(progress: Any, chunk: Any, rows: int, seconds: float) -> None:
+        with lock:
+            batches.append(seconds)
+            written[0] += rows
+            scanned[0] += _chunk_keys(chunk)
+
+    def control() -> dict[str, Any]:
+        return {"stop": deadline is not None and time.monotonic() >= deadline, "source": "bench deadline"}
+
+    def one(p: dict) -> None:
+        try:
+            PartitionCopier(cfg, db, Partition.from_dict(p), plan.key_index, probes=probes or [], on_batch=on_batch,
+                            planned=len(plan.partitions), control=control).run()
+        except StopRequestedError:
+            stopped[0] = True
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            errors.append(exc)
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=one, args=(p,)) for p in plan.partitions]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    seconds = time.perf_counter() - t
+    if errors:
+        raise errors[0]
+    return EngineRun(seconds, scanned[0], len(plan.partitions), batches, written[0], stopped[0])
+
+
+def _chunk_keys(chunk: Any) -> int:
+    """Keys a chunk covered: its ``keys``, else ``hi - lo`` (chunks are ``(lo, hi]``, integer keys)."""
+    keys = getattr(chunk, "keys", 0)
+    if isinstance(keys, int) and keys > 0:
+        return keys
+    lo, hi = getattr(chunk, "lo", None), getattr(chunk, "hi", None)
+    return hi - lo if isinstance(lo, int) and isinstance(hi, int) else 0
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
