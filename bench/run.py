@@ -42,8 +42,10 @@ from zdt_backfill.db import Database  # noqa: E402
 from zdt_backfill.preflight import run_preflight  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
+import charts  # noqa: E402
 import common  # noqa: E402
 import oltp  # noqa: E402
+import peers  # noqa: E402
 import stats  # noqa: E402
 from common import OLTP_RATE, OLTP_SECONDS, SKIP  # noqa: E402
 
@@ -166,6 +168,17 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
     res["validate"] = {"seconds_equal": round(t, 3), "seconds_one_changed_row": round(t1, 3),
                        "found_keys": found[0].sample_keys}
     print(f"[{name}] validate equal {t:.2f}s; one changed row found in {t1:.2f}s: {found[0].sample_keys}", flush=True)
+    res.update({"validation_rows_per_s": round(ROWS / t), "validation_seconds_to_find_one_changed_row": round(t1, 3)})
+    if "peers" not in SKIP:
+        res.update(peers.reladiff(db, pair.primary, ROWS // 3))
+        res.update(peers.pt_archiver(db, pair.primary))
+        print(f"[{name}] reladiff equal {res.get('reladiff_seconds_equal')}s, one changed row "
+              f"{res.get('reladiff_seconds_to_find_one_changed_row')}s; pt-archiver {res.get('pt_archiver_rows_per_s')} rows/s",
+              flush=True)
+    if "throttle" not in SKIP:
+        res.update(peers.throttle(db))
+        print(f"[{name}] throttle target {res['throttle_target_rows_per_s']} rows/s, achieved "
+              f"{res['throttle_achieved_rows_per_s']} ({res['throttle_error_pct']:+}%)", flush=True)
     if "oltp" not in SKIP:
         res.update(bench_oltp(name, pair, db))
     for k in ("keyset_1000", "seed_row_loop", "engine_batch_1000", "engine_batch_50000"):
@@ -257,6 +270,16 @@ def markdown(results: dict) -> str:
                      ("oltp_p99_ms_during_monolithic", "p99 ms, monolithic INSERT ... SELECT"),
                      ("replica_lag_max_seconds", "replica lag max (s), prod backfill")):
         lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
+    lines += ["", "Peers, validation and the throttle, same run:", "", "| | PostgreSQL | MariaDB |", "|---|---|---|"]
+    for k, label in (("pt_archiver_rows_per_s", "pt-archiver rows/s (no transform)"),
+                     ("validation_rows_per_s", "engine validation rows/s (equal tables)"),
+                     ("reladiff_rows_per_s", "reladiff rows/s (equal tables)"),
+                     ("validation_seconds_to_find_one_changed_row", "engine: seconds to name one changed row"),
+                     ("reladiff_seconds_to_find_one_changed_row", "reladiff: seconds to name one changed row"),
+                     ("throttle_target_rows_per_s", "throttle ceiling rows/s"),
+                     ("throttle_achieved_rows_per_s", "throttle achieved rows/s"),
+                     ("throttle_error_pct", "throttle error %")):
+        lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -275,6 +298,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "latest.json").write_text(json.dumps(results, indent=2, default=str))
     (OUT / "latest.md").write_text(markdown(results))
+    charts.write(results, OUT)
     print(markdown(results))
     localdb.stop(base)
     return 0
