@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import charts  # noqa: E402
 import common  # noqa: E402
 import oltp  # noqa: E402
+import orchestration  # noqa: E402
 import peers  # noqa: E402
 import stats  # noqa: E402
 from common import OLTP_RATE, OLTP_SECONDS, SKIP  # noqa: E402
@@ -181,6 +182,16 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
               f"{res['throttle_achieved_rows_per_s']} ({res['throttle_error_pct']:+}%)", flush=True)
     if "oltp" not in SKIP:
         res.update(bench_oltp(name, pair, db))
+    if "dag" not in SKIP:
+        res.update(orchestration.dag_wall(pair, db))
+        print(f"[{name}] DAG wall {res['dag_wall_seconds']}s vs engine alone {res['engine_alone_seconds']}s: "
+              f"overhead {res['orchestration_overhead']}", flush=True)
+    if "rss" not in SKIP:  # last: it seeds its own sizes
+        rss = {f"{ROWS}": orchestration.peak_rss(pair, db, ROWS)}
+        if name in common.RSS_LARGE_ENGINES and common.RSS_ROWS > ROWS:
+            rss[f"{common.RSS_ROWS}"] = orchestration.peak_rss(pair, db, common.RSS_ROWS)
+        res["worker_peak_rss_mb"] = rss
+        print(f"[{name}] worker peak RSS MiB by rows: {rss}", flush=True)
     for k in ("keyset_1000", "seed_row_loop", "engine_batch_1000", "engine_batch_50000"):
         res[k]["vs_monolithic"] = round(res[k]["rows_per_second"] / res["monolithic"]["rows_per_second"], 3)
     res["engine_batch_1000"]["vs_seed_row_loop"] = round(
@@ -278,7 +289,11 @@ def markdown(results: dict) -> str:
                      ("reladiff_seconds_to_find_one_changed_row", "reladiff: seconds to name one changed row"),
                      ("throttle_target_rows_per_s", "throttle ceiling rows/s"),
                      ("throttle_achieved_rows_per_s", "throttle achieved rows/s"),
-                     ("throttle_error_pct", "throttle error %")):
+                     ("throttle_error_pct", "throttle error %"),
+                     ("dag_wall_seconds", "whole DAG, airflow dags test (s)"),
+                     ("engine_alone_seconds", "engine alone: pre-flight + copy + validation (s)"),
+                     ("orchestration_overhead", "orchestration overhead (DAG / engine - 1)"),
+                     ("worker_peak_rss_mb", "worker peak RSS MiB, by rows")):
         lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
     return "\n".join(lines) + "\n"
 
