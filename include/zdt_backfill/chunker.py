@@ -72,6 +72,26 @@ def plan_partitions(min_key: int | None, max_key: int | None, rows_estimate: int
     return [Partition(i, bounds[i], bounds[i + 1] - 1) for i in range(wanted)]
 
 
+def partition_count(min_key: int | None, max_key: int | None, rows_estimate: int, partitions: int,
+                    batch_size: int) -> int:
+    """How many partitions a plan makes: at most ``partitions``, no more than batches of
+    ``batch_size`` rows, no more than keys in the range; 0 for an empty table."""
+    if min_key is None or max_key is None:
+        return 0
+    return max(1, min(partitions, math.ceil(max(rows_estimate, 1) / batch_size), max_key - min_key + 1))
+
+
+def partitions_at(min_key: int, max_key: int, cuts: list[int]) -> list[Partition]:
+    """Contiguous partitions of ``[min_key, max_key]`` ending at each key of ``cuts`` (ascending,
+    each the last key of its partition), the last one ending at ``max_key``."""
+    ends = sorted({c for c in cuts if min_key <= c < max_key}) + [max_key]
+    out, lo = [], min_key
+    for i, hi in enumerate(ends):
+        out.append(Partition(i, lo, hi))
+        lo = hi + 1
+    return out
+
+
 #: Spirit's chunker rules: the next size aims at the target time from the recent batches'
 #: slow end (the 90th percentile of time per key over the last 10), grows at most 1.5x a
 #: step, and shrinks 10x at once when a batch takes 5x the target.

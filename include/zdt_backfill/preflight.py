@@ -46,7 +46,7 @@ from typing import Any
 
 from . import heartbeat
 from .checkpoint import CheckpointStore
-from .chunker import Partition, plan_partitions
+from .chunker import Partition, partition_count, partitions_at, plan_partitions
 from .config import RunConfig
 from .db import Database
 from .errors import PreflightError
@@ -280,7 +280,7 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     est = int(est or 0)
     if min_key is not None and est <= 0:
         est = max_key - min_key + 1  # never analysed: assume dense
-    partitions = plan_partitions(min_key, max_key, est, c.partitions, c.batch_size)
+    partitions = _plan_by_rows(db, conn, c, min_key, max_key, est)
 
     # EXPLAIN the real batch statement under the batch's own session settings.
     explain = None
@@ -344,6 +344,40 @@ def target_sequences(config: RunConfig, db: Database, conn: Any) -> dict[str, An
         return {"sequences": {r[0]: {"last_value": r[1], "start": r[2], "column": r[3]} for r in rows}}
     rows = db.query(conn, d.auto_increment_sql(), (db.schema, config.target_table))
     return {"auto_increment": rows[0][0] if rows else None}
+
+
+#: Above this many estimated rows the partition plan falls back to equal key widths: walking the
+#: key index to its quantiles reads every index entry once (about 0.3 s per million rows here).
+QUANTILE_WALK_MAX_ROWS = 50_000_000
+
+
+def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, max_key: int | None,
+                  est: int) -> list[Partition]:
+    """Partitions balanced by rows: cut at the key index's quantiles.
+
+    Walks the source's key index from ``min_key`` in steps of ``est / partitions`` keys with the
+    copy's own chunk-end statement (a bounded range scan of the index, LIMIT ``step``; the last
+    key of each step is a cut), so skewed or sparse keys still give partitions of about equal
+    rows, where equal key widths gave one partition nearly all of them. Each statement runs
+    under the pre-flight session's statement timeout. Above :data:`QUANTILE_WALK_MAX_ROWS`
+    estimated rows it falls back to equal key widths (:func:`~.chunker.plan_partitions`).
+
+    :returns: contiguous partitions covering ``[min_key, max_key]``; ``[]`` for an empty table.
+    """
+    wanted = partition_count(min_key, max_key, est, c.partitions, c.batch_size)
+    if wanted <= 1 or est > QUANTILE_WALK_MAX_ROWS:
+        return plan_partitions(min_key, max_key, est, c.partitions, c.batch_size)
+    step = max(1, -(-est // wanted))
+    sql = db.dialect.chunk_end_sql(c.source_table, c.key, db.schema)
+    cuts: list[int] = []
+    watermark = min_key - 1
+    for _ in range(wanted - 1):
+        last, keys = db.query(conn, sql, (watermark, max_key, step))[0]
+        if last is None or int(keys) < step or int(last) >= max_key:
+            break  # fewer rows than the estimate: the rest is the last partition
+        cuts.append(int(last))
+        watermark = int(last)
+    return partitions_at(min_key, max_key, cuts)
 
 
 def run_preflight(

@@ -370,7 +370,8 @@ def test_rerunning_preflight_in_the_same_run_keeps_the_checkpointed_partitions(e
     seed_users(env, 3_000)
     first = RunConfig.from_params(users_conf(env, batch_size=500, partitions=2), run_id="replan")
     plan = run_preflight(first, env.db, [])
-    assert [(p["lo"], p["hi"]) for p in plan.partitions] == [(1, 1500), (1501, 3000)]
+    (p0, p1) = [(p["lo"], p["hi"]) for p in plan.partitions]  # cut at the median key (MySQL's estimate is approximate)
+    assert p0[0] == 1 and p1 == (p0[1] + 1, 3000) and 1350 <= p0[1] <= 1650, plan.partitions
     PartitionCopier(first, env.db, Partition.from_dict(plan.partitions[1]), plan.key_index).run()
     # A cleared task re-runs pre-flight, which would now plan three partitions.
     again = RunConfig.from_params(users_conf(env, batch_size=500, partitions=3), run_id="replan")
