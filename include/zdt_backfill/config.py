@@ -144,6 +144,8 @@ class RunConfig:
     reclaim_storage: str = "online"
     routing_flag: str = ""
     replica_wait_timeout_seconds: float = 600.0
+    halt_lag_seconds: float = 5.0
+    halt_lag_after_seconds: float = 300.0
     approval: str = "auto"
     approval_timeout_minutes: float = DEFAULT_APPROVAL_TIMEOUT_MINUTES
     soak_minutes: float = 0.0
@@ -313,6 +315,8 @@ class RunConfig:
             reclaim_storage=reclaim,
             routing_flag=routing_flag,
             replica_wait_timeout_seconds=_float(p, "replica_wait_timeout_seconds", 600.0, 1, 86_400),
+            halt_lag_seconds=_float(p, "halt_lag_seconds", 5.0, 0.1, 86_400),
+            halt_lag_after_seconds=_float(p, "halt_lag_after_seconds", 300.0, 1, 86_400),
             cache_redis_url=redis_url,
             cache_key_pattern=pattern,
             run_id=run_id,

@@ -50,6 +50,10 @@ class CriticalLoadError(PermanentError):
     """Load passed a critical threshold (gh-ost's ``--critical-load``): the run halts at once."""
 
 
+class SustainedLagError(PermanentError):
+    """Replica lag stayed above ``halt_lag_seconds`` for ``halt_lag_after_seconds``: the copy halts."""
+
+
 class StopRequestedError(PermanentError):
     """An operator asked the run to stop (live control): the run halts, nothing destroyed."""
 
@@ -217,6 +221,9 @@ class Throttler:
     :param load: the load collector (``None``: no load signals).
     :param throttle_query: the user's throttle query (``None``: none).
     :param control: returns live control (``{"pause": bool, "stop": bool, "max_rows_per_second": n}``).
+    :param halt_lag_seconds: replica lag (s) above which, sustained for ``halt_lag_after_seconds``,
+        the partition halts (:class:`SustainedLagError`); ``None`` for no such rule. Unknown lag
+        does not count here (it holds until ``max_wait_seconds``).
     """
 
     def __init__(
@@ -232,8 +239,13 @@ class Throttler:
         load: LoadCollector | None = None,
         throttle_query: ThrottleQuery | None = None,
         control: Callable[[], dict[str, Any]] | None = None,
+        halt_lag_seconds: float | None = None,
+        halt_lag_after_seconds: float = 300.0,
     ) -> None:
         self.probes = probes or []
+        self.halt_lag_seconds = halt_lag_seconds
+        self.halt_lag_after_seconds = halt_lag_after_seconds
+        self._high_lag_since: float | None = None
         base = limits or Limits()
         self.limits = Limits(max_lag_seconds, base.max_load, base.critical_load, base.throttle_query_max)
         self.max_wait_seconds = max_wait_seconds
@@ -313,7 +325,9 @@ class Throttler:
         last_log = float("-inf")
         while True:
             self._last_check = self.clock()
-            d = decide(self.collect(), self.limits)
+            readings = self.collect()
+            d = decide(readings, self.limits)
+            self._check_sustained_lag(readings)
             if d.halt:
                 self._note(d)
                 raise CriticalLoadError(d.reason)
@@ -336,6 +350,23 @@ class Throttler:
             t0 = self.clock()
             self.sleep(THROTTLE_SLEEP_SECONDS)
             self.throttled_seconds[d.kind] += self.clock() - t0
+
+    def _check_sustained_lag(self, readings: Readings) -> None:
+        """Raise :class:`SustainedLagError` once the worst known lag has stayed above
+        ``halt_lag_seconds`` for ``halt_lag_after_seconds`` (the seed's rule: lag over 5 s
+        halts; here after a grace period, so a short spike only throttles)."""
+        known = [r.seconds for r in readings.lag if r.seconds is not None]
+        if self.halt_lag_seconds is None or not known or max(known) <= self.halt_lag_seconds:
+            self._high_lag_since = None
+            return
+        now = self.clock()
+        if self._high_lag_since is None:
+            self._high_lag_since = now
+        elif now - self._high_lag_since >= self.halt_lag_after_seconds:
+            raise SustainedLagError(
+                f"replica lag {max(known):.1f}s > {self.halt_lag_seconds:g}s for "
+                f"{now - self._high_lag_since:.0f}s: halting the copy (held; nothing destroyed)"
+            )
 
     def _note(self, d: Decision) -> None:
         self.events.append({"kind": d.kind or "released", "reason": d.reason or "released"})
@@ -380,4 +411,6 @@ def build_throttler(
         config.replica_wait_timeout_seconds, limits=limits, load=LoadCollector(db, tables),
         throttle_query=ThrottleQuery(db, config.throttle_query) if config.throttle_query else None,
         control=control,
+        halt_lag_seconds=config.halt_lag_seconds if config.max_replica_lag_seconds is not None else None,
+        halt_lag_after_seconds=config.halt_lag_after_seconds,
     )

@@ -205,6 +205,13 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                                                 "Longest the lag gate, the catch-up sensor and the decision hold for "
                                                 "replicas before the run halts (nothing destroyed); default 600.",
                                                 "Thresholds", minimum=1),
+        "halt_lag_seconds": opt_num("halt_lag_seconds", "Halt on lag above (s)",
+                                    "Replica lag above this, sustained for halt_lag_after_seconds, halts the copy "
+                                    "(held, nothing destroyed); default 5, the seed's rollback threshold.",
+                                    "Thresholds", minimum=0.1),
+        "halt_lag_after_seconds": opt_num("halt_lag_after_seconds", "... sustained for (s)",
+                                          "How long lag must stay above halt_lag_seconds before the copy halts; "
+                                          "default 300.", "Thresholds", minimum=1),
         # --- Approval, routing and contract
         "approval": Param(d.get("approval"), type=["null", "string"], enum=[None, "required", "auto"],
                           title="Approval",

@@ -306,3 +306,24 @@ def _quietly(fn):
         fn()
     except Exception:
         pass
+
+
+def test_lag_above_the_halt_threshold_sustained_halts_the_copy_and_destroys_nothing(env):
+    """The seed's rule: lag over 5 s halts. Here with 1 s sustained for 2 s, on a replica whose
+    replay is paused (PostgreSQL) or whose SQL thread is stopped... then left so (MariaDB)."""
+    from zdt_backfill.throttler import SustainedLagError
+
+    if env.engine == "postgres":
+        fault, heal = (lambda: localdb.pause_replay(env.pair)), (lambda: localdb.resume_replay(env.pair))
+    else:
+        fault, heal = (lambda: replica_sql(env, "STOP SLAVE SQL_THREAD")), (lambda: replica_sql(env, "START SLAVE"))
+    try:
+        with pytest.raises(SustainedLagError, match="halting the copy"):
+            lagging_copy(env, fault, lambda: None, heal_after=0.1, halt_lag_seconds=1.0, halt_lag_after_seconds=2.0)
+    finally:
+        heal()
+    copied = env.scalar("SELECT count(*) FROM users_new")
+    assert 0 < copied < 40_000  # halted mid-copy; what was copied stays
+    assert env.scalar("SELECT count(*) FROM users_legacy") == 40_000
+    assert projection_diff(env) == 40_000 - copied  # only the keys not yet copied differ (missing)
+    localdb.wait_replica_caught_up(env.pair, timeout=60)

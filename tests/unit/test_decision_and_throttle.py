@@ -106,6 +106,32 @@ def test_lag_gate_holds_until_the_replica_catches_up():
     assert t.max_lag_seen == 5.0
 
 
+def test_lag_above_the_halt_threshold_sustained_halts_but_a_spike_only_throttles():
+    from zdt_backfill.throttler import SustainedLagError
+
+    # a 60 s spike at 8 s lag, then caught up: throttled, never halted (grace 300 s)
+    clock, now, sleep = fake_time()
+    t = Throttler(None, 100, [FakeProbe([8.0] * 120 + [1.0])], max_lag_seconds=2.0, clock=now, sleep=sleep,
+                  halt_lag_seconds=5.0, halt_lag_after_seconds=300.0)
+    t.before_batch()
+    assert t.throttled_seconds["lag"] == pytest.approx(60.0)
+    # lag that stays at 8 s halts after 300 s, before the 600 s hold deadline
+    clock, now, sleep = fake_time()
+    t = Throttler(None, 100, [FakeProbe([8.0])], max_lag_seconds=2.0, clock=now, sleep=sleep,
+                  halt_lag_seconds=5.0, halt_lag_after_seconds=300.0)
+    with pytest.raises(SustainedLagError, match=r"lag 8.0s > 5s for 300s"):
+        t.before_batch()
+    assert clock[0] == pytest.approx(300.0)
+    # 4 s lag (over the gate, under the halt threshold) holds until the hold deadline instead
+    clock, now, sleep = fake_time()
+    t = Throttler(None, 100, [FakeProbe([4.0])], max_lag_seconds=2.0, max_wait_seconds=400.0, clock=now, sleep=sleep,
+                  halt_lag_seconds=5.0, halt_lag_after_seconds=300.0)
+    from zdt_backfill.errors import ThrottleTimeoutError
+
+    with pytest.raises(ThrottleTimeoutError):
+        t.before_batch()
+
+
 def test_lag_gate_gives_up_after_max_wait_but_a_pause_has_no_deadline():
     from zdt_backfill.errors import ThrottleTimeoutError
 
