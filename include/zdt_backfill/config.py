@@ -77,7 +77,7 @@ DEFAULT_TARGET_BATCH_SECONDS = 0.5
 DEFAULT_MAX_LOAD: dict[str, float] = {
     "threads_running": 25, "active_backends": 25, "row_lock_time_avg_ms": 50, "row_lock_waits_per_s": 200,
     "deadlocks_per_s": 1, "history_list_length": 1_000_000, "ungranted_locks": 20, "vacuum_on_tables": 1,
-    "wal_bytes_per_s": 256 * 1024 * 1024,
+    "wal_bytes_per_s": 256 * 1024 * 1024, "replica_lag_bytes": 256 * 1024 * 1024,
 }
 
 #: Hard limits on tuning values, so a typo cannot turn a backfill into a monolith.

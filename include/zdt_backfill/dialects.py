@@ -690,7 +690,11 @@ class PostgresDialect(Dialect):
             " (SELECT count(*) FROM pg_stat_progress_vacuum v JOIN pg_class c ON c.oid = v.relid"
             " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = coalesce(%s, current_schema())"
             f" AND c.relname IN ({marks})) AS vacuum_on_tables,"
-            " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal_bytes",
+            " pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0') AS wal_bytes,"
+            # the worst replica's replay distance in WAL bytes, measured on the primary (NULL
+            # with no replica attached): a second lag signal beside the heartbeat's seconds
+            " (SELECT max(pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)) FROM pg_stat_replication)"
+            " AS replica_lag_bytes",
             (schema, *(tables or ("",))),
             "row",
         )

@@ -327,3 +327,33 @@ def test_lag_above_the_halt_threshold_sustained_halts_the_copy_and_destroys_noth
     assert env.scalar("SELECT count(*) FROM users_legacy") == 40_000
     assert projection_diff(env) == 40_000 - copied  # only the keys not yet copied differ (missing)
     localdb.wait_replica_caught_up(env.pair, timeout=60)
+
+
+def test_postgres_replica_lag_in_wal_bytes_is_read_on_the_primary_and_throttles(pg_env):
+    from zdt_backfill.throttler import Limits, LoadCollector, Readings, decide
+
+    env = pg_env
+    seed_users(env, 1_000)
+    localdb.wait_replica_caught_up(env.pair)
+    collector = LoadCollector(env.db, ("users_legacy", "users_new"))
+    try:
+        before = collector.read()["replica_lag_bytes"]
+        assert before is not None and before < 1024 * 1024
+        localdb.pause_replay(env.pair)
+        try:
+            env.sql("INSERT INTO users_legacy (id, email, legacy_data) SELECT g, 'x', repeat('y', 500)"
+                    " FROM generate_series(10001, 30000) g")
+            deadline = time.monotonic() + 10
+            behind = 0.0
+            while time.monotonic() < deadline and behind < 4 * 1024 * 1024:
+                behind = collector.read()["replica_lag_bytes"] or 0.0
+                time.sleep(0.2)
+            assert behind >= 4 * 1024 * 1024, behind  # ~10 MB of WAL not replayed
+            d = decide(Readings(load={"replica_lag_bytes": behind}), Limits(max_load={"replica_lag_bytes": 1024 * 1024}))
+            assert d.throttle and d.kind == "load" and "replica_lag_bytes" in d.reason
+        finally:
+            localdb.resume_replay(env.pair)
+        localdb.wait_replica_caught_up(env.pair, timeout=60)
+        assert (collector.read()["replica_lag_bytes"] or 0) < 1024 * 1024
+    finally:
+        collector.close()
