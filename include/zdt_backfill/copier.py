@@ -36,7 +36,7 @@ from .errors import BatchError, RunStoppedError
 from .heartbeat import HeartbeatWriter
 from .lag import LagProbe
 from .runstate import COPYING, ROLLING_BACK, LeaseKeeper, RunHandle
-from .throttler import Throttler, build_throttler
+from .throttler import CriticalLoadError, CriticalLoadWatchdog, Throttler, build_throttler
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class PartitionCopier:
         self.retries = 0
         self._resync = False
         self._conn: Any = None
+        self._session_id: Any = None
 
     # ------------------------------------------------------------------ connection
     def _connection(self) -> Any:
@@ -161,6 +162,7 @@ class PartitionCopier:
             c = self.config
             self._conn = self.db.connect()
             self.db.configure(self._conn, self.tag, c.lock_timeout_seconds, c.statement_timeout_seconds)
+            self._session_id = self.db.query(self._conn, self.db.dialect.backend_id_sql())[0][0]
             for sql in self.db.dialect.plan_pinning():
                 self.db.execute(self._conn, sql)
             self._conn.commit()
@@ -314,8 +316,12 @@ class PartitionCopier:
             "resumed": resumed is not None, "owner": self.handle.owner,
         })
         outcome = "failed"
+        critical = {k: v for k, v in self.config.critical_load.items() if v > 0}
+        watchdog = (CriticalLoadWatchdog(self.db, (self.config.source_table, self.config.target_table), critical)
+                    if critical else None)
         retrying = Retrying(
-            retry=retry_if_exception(lambda e: self.db.is_transient(e) and not self.db.is_statement_timeout(e)),
+            retry=retry_if_exception(lambda e: self.db.is_transient(e) and not self.db.is_statement_timeout(e)
+                                     and not (watchdog and watchdog.tripped)),
             wait=wait_exponential_jitter(initial=BACKOFF_INITIAL_SECONDS, max=BACKOFF_MAX_SECONDS),
             stop=stop_after_attempt(BATCH_ATTEMPTS),
             before_sleep=self._before_retry,
@@ -340,8 +346,25 @@ class PartitionCopier:
                 t0 = time.monotonic()
                 self._chunk = None
                 try:
-                    done = retrying(self._batch, progress)
+                    if watchdog:
+                        watchdog.arm(lambda: self._session_id)
+                    try:
+                        done = retrying(self._batch, progress)
+                    finally:
+                        if watchdog:
+                            watchdog.disarm()
                 except Exception as exc:
+                    if watchdog and watchdog.tripped:
+                        self._drop_connection()
+                        with contextlib.suppress(Exception):
+                            self.handle.record("critical_load", f"partition {self.partition.label}: {watchdog.tripped}",
+                                               {"partition": self.partition.index, "reason": watchdog.tripped,
+                                                "watermark": self.chunker.watermark})
+                        raise CriticalLoadError(
+                            f"critical load {watchdog.tripped}: the in-flight batch of partition "
+                            f"{self.partition.label} was cancelled and rolled back (checkpoint at key "
+                            f"{self.chunker.watermark}); halting"
+                        ) from exc
                     if self.db.is_statement_timeout(exc):
                         self._resync = True
                         self._drop_connection()
@@ -380,6 +403,8 @@ class PartitionCopier:
                 self.throttler.after_batch(chunk.keys)
             outcome = "done"
         finally:
+            if watchdog:
+                watchdog.close()
             heart.__exit__(None, None, None)
             self.keeper.__exit__(None, None, None)
             self.handle.close()

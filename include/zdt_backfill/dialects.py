@@ -288,6 +288,17 @@ class Dialect:
         k = self.quote(key)
         return f"SELECT {k} FROM {self.table(table, schema)} WHERE {k} > %s AND {k} <= %s ORDER BY {k}"
 
+    def backend_id_sql(self) -> str:
+        """The session's server-side id (PostgreSQL backend pid, MySQL connection id): what
+        :meth:`cancel_statement_sql` takes."""
+        return "SELECT pg_backend_pid()" if self.name == "postgres" else "SELECT CONNECTION_ID()"
+
+    def cancel_statement_sql(self) -> str:
+        """Cancel the statement another session is running, keeping that session (its
+        transaction rolls back on PostgreSQL; on MySQL the statement is rolled back). Param: the
+        session id. PostgreSQL ``pg_cancel_backend``; MySQL ``KILL QUERY`` (gh-ost's panic path)."""
+        return "SELECT pg_cancel_backend(%s)" if self.name == "postgres" else "KILL QUERY %s"
+
     def tag_statement(self, sql: str, tag: str) -> str:
         """A statement that names the run to whoever looks at the server's process list
         (PostgreSQL tags the session's ``application_name`` instead)."""
