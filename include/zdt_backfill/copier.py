@@ -136,6 +136,8 @@ class PartitionCopier:
         self.throttler = throttler or build_throttler(
             config, db, probes, planned, control or self.handle.control, config.batch_size,
         )
+        if self.throttler.active_partitions is None:
+            self.throttler.active_partitions = self._active_partitions
         d = db.dialect
         if phase == ROLLBACK:
             self.batch_sql = d.nullify_batch_sql(config.source_table, config.key, list(config.columns), db.schema)
@@ -155,6 +157,11 @@ class PartitionCopier:
         self._resync = False
         self._conn: Any = None
         self._session_id: Any = None
+
+    def _active_partitions(self) -> int:
+        """Partitions of this run not yet done (from the checkpoints): those sharing the ceiling."""
+        with self.db.session() as conn:
+            return sum(p.status != "done" for p in self.store.progress(conn, self.run_key))
 
     # ------------------------------------------------------------------ connection
     def _connection(self) -> Any:

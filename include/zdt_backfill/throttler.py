@@ -306,8 +306,14 @@ class Throttler:
         control: Callable[[], dict[str, Any]] | None = None,
         halt_lag_seconds: float | None = None,
         halt_lag_after_seconds: float = 300.0,
+        share: int = 1,
+        active_partitions: Callable[[], int] | None = None,
     ) -> None:
         self.probes = probes or []
+        self._run_rate = rows_per_second
+        self._share = max(1, share)
+        self.active_partitions = active_partitions
+        self._share_checked = float("-inf")
         self.halt_lag_seconds = halt_lag_seconds
         self.halt_lag_after_seconds = halt_lag_after_seconds
         self._high_lag_since: float | None = None
@@ -328,11 +334,13 @@ class Throttler:
         self._burst = max(1, burst_rows)
         self._rate: float | None = None
         self._limiter: Limiter | None = None
-        self.set_rate(rows_per_second)
+        self.set_rate(rows_per_second / self._share if rows_per_second else None)
 
     # ------------------------------------------------------------------ rate
     def set_rate(self, rows_per_second: float | None) -> None:
-        """(Re)set the rows/s ceiling (live control may change it between batches)."""
+        """(Re)set this partition's rows/s ceiling (its share of the run's; live control and a
+        finished partition change it between batches). The new bucket starts empty, so a change
+        never admits a free burst."""
         if rows_per_second == self._rate and (self._limiter is not None) == bool(rows_per_second):
             return
         self._rate = rows_per_second
@@ -356,10 +364,34 @@ class Throttler:
         if ctl.get("stop"):
             raise StopRequestedError(f"stop requested by an operator ({ctl.get('source', 'control')})")
         if "max_rows_per_second" in ctl:
-            new = ctl["max_rows_per_second"] or None
-            if new != self._rate:
-                log.info("live control: rows/s ceiling %s -> %s", self._rate, new)
-                self.set_rate(new)
+            new = ctl["max_rows_per_second"] or None  # the whole run's ceiling, as the conf field
+            if new != self._run_rate:
+                log.info("live control: rows/s ceiling %s -> %s (this partition's share: 1/%d)",
+                         self._run_rate, new, self._share)
+                self._run_rate = new
+                self.set_rate(new / self._share if new else None)
+
+    #: How often a partition re-reads how many partitions still share the ceiling (s).
+    SHARE_CHECK_SECONDS = 5.0
+
+    def _reshare(self) -> None:
+        """The ceiling follows the work: when partitions finish, the ones still running take
+        over their share (the run's ceiling / partitions not yet done, from the checkpoints)."""
+        if self.active_partitions is None or not self._run_rate:
+            return
+        if self.clock() - self._share_checked < self.SHARE_CHECK_SECONDS:
+            return
+        self._share_checked = self.clock()
+        try:
+            n = max(1, int(self.active_partitions()))
+        except Exception as exc:  # keep the current share; the ceiling is never exceeded by it
+            log.warning("could not read the partitions still running: %s", exc)
+            return
+        if n < self._share:
+            log.info("rows/s ceiling: %d partition(s) still running; this partition's share %.0f -> %.0f rows/s",
+                     n, self._run_rate / self._share, self._run_rate / n)
+            self._share = n
+            self.set_rate(self._run_rate / n)
 
     def collect(self) -> Readings:
         ctl = self.control() if self.control else {}
@@ -439,6 +471,7 @@ class Throttler:
     def after_batch(self, keys: int) -> None:
         """Wait until ``keys`` (keys *scanned*, whether or not they were written) fit under the
         rows/s ceiling; count the wait under ``rate``, and log it when it starts."""
+        self._reshare()
         if self._limiter is None or keys <= 0:
             return
         t0 = self.clock()
@@ -472,10 +505,11 @@ def build_throttler(
     )
     tables = tuple(t for t in (config.source_table, config.target_table) if t)
     return Throttler(
-        config.rate_per_partition(planned), burst_rows, probes, config.max_replica_lag_seconds,
+        config.max_rows_per_second, burst_rows, probes, config.max_replica_lag_seconds,
         config.replica_wait_timeout_seconds, limits=limits, load=LoadCollector(db, tables),
         throttle_query=ThrottleQuery(db, config.throttle_query) if config.throttle_query else None,
         control=control,
         halt_lag_seconds=config.halt_lag_seconds if config.max_replica_lag_seconds is not None else None,
         halt_lag_after_seconds=config.halt_lag_after_seconds,
+        share=planned or config.partitions,
     )

@@ -357,3 +357,24 @@ def test_postgres_replica_lag_in_wal_bytes_is_read_on_the_primary_and_throttles(
         assert (collector.read()["replica_lag_bytes"] or 0) < 1024 * 1024
     finally:
         collector.close()
+
+
+def test_the_ceiling_follows_the_work_a_finished_partitions_share_goes_to_the_rest(env):
+    seed_users(env, 32_000)
+    conf = users_conf(env, batch_size=1_000, partitions=2, target_batch_seconds=0)
+    unthrottled = RunConfig.from_params(conf, run_id="share")
+    plan = run_preflight(unthrottled, env.db, [])
+    assert len(plan.partitions) == 2
+    # p0 copied (and done) first; then p1 alone under a 4,000 rows/s ceiling planned for two
+    PartitionCopier(unthrottled, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index).run()
+    ceiling = RunConfig.from_params({**conf, "max_rows_per_second": 4_000}, run_id="share")
+    started = time.monotonic()
+    result = PartitionCopier(ceiling, env.db, Partition.from_dict(plan.partitions[1]), plan.key_index,
+                             planned=2).run()
+    seconds = time.monotonic() - started
+    keys = result.progress["keys_scanned"]
+    assert keys >= 15_000
+    # the whole ceiling (~4 s for 16,000 keys), not the planned half (~8 s)
+    assert keys / seconds > 3_000, (keys, seconds)
+    assert keys / seconds < 4_000 * 1.05, (keys, seconds)
+    assert projection_diff(env) == 0

@@ -253,3 +253,23 @@ def test_load_collector_turns_counters_into_rates():
     clock[0] = 2.0
     second = lc.read()
     assert second["deadlocks_per_s"] == 1.0 and second["wal_bytes_per_s"] == 2_000.0
+
+
+def test_the_ceiling_follows_the_work_when_a_partition_finishes():
+    clock, now, sleep = fake_time()
+    running = [2]
+    t = Throttler(1000, 100, clock=now, sleep=sleep, share=2, active_partitions=lambda: running[0])
+    assert t.rate == 500  # half of the run's ceiling each
+    t.after_batch(0)
+    assert t.rate == 500
+    running[0] = 1  # the other partition finished
+    clock[0] += 4.0
+    t.after_batch(0)
+    assert t.rate == 500  # re-read every 5 s, not every batch
+    clock[0] += 1.0
+    t.after_batch(0)
+    assert t.rate == 1000  # this partition took over the whole ceiling
+    # live control sets the run's ceiling, shared as now
+    t.control = lambda: {"max_rows_per_second": 300}
+    t._apply_control(t.control())
+    assert t.rate == 300
