@@ -165,6 +165,12 @@ class RunConfig:
     throttle_query_max: float | None = None
     allow_functions: tuple[str, ...] = ()
     dry_run: bool = False
+    validation: str = "full"
+    validation_chunk_seconds: float = 0.5
+    validation_recheck_seconds: float = 2.0
+    validation_confidence: float = 0.999
+    validation_detect_pct: float = 0.01
+    validation_source: str = "primary"
     cache_redis_url: str | None = None
     cache_key_pattern: str | None = None
     run_id: str = "manual"
@@ -225,6 +231,8 @@ class RunConfig:
         replicas = p.get("replica_conn_ids") or ()
         if isinstance(replicas, str) or not all(isinstance(r, str) and r for r in replicas):
             raise ConfigError("replica_conn_ids must be a list of connection ids")
+        if p.get("validation_source") == "replica" and not replicas:
+            raise ConfigError('validation_source "replica" needs replica_conn_ids: validation reads the first replica')
 
         parity_conn_id = p.get("parity_conn_id") or None
         if parity_conn_id is not None and not isinstance(parity_conn_id, str):
@@ -343,6 +351,12 @@ class RunConfig:
                 validate_identifier(f, "allow_functions entry").lower() for f in (p.get("allow_functions") or ())
             ),
             dry_run=_flag(p, "dry_run"),
+            validation=_choice(p, "validation", ("full", "sampled"), "full"),
+            validation_chunk_seconds=_float(p, "validation_chunk_seconds", 0.5, 0.01, 60),
+            validation_recheck_seconds=_float(p, "validation_recheck_seconds", 2.0, 0, 600),
+            validation_confidence=_float(p, "validation_confidence", 0.999, 0.5, 0.999999),
+            validation_detect_pct=_float(p, "validation_detect_pct", 0.01, 0.0001, 50),
+            validation_source=_choice(p, "validation_source", ("primary", "replica"), "primary"),
         )
 
     # ------------------------------------------------------------------ derived

@@ -50,6 +50,7 @@ def decide_branch(
     rows: int,
     t: Thresholds,
     unexplained_ranges: int = 0,
+    checklist_failures: list[str] | None = None,
 ) -> BranchDecision:
     """Pure branch decision.
 
@@ -58,11 +59,15 @@ def decide_branch(
     :param rows: rows processed (the larger of keys scanned and source rows validated).
     :param t: the thresholds (``max_error_rate_pct``, seed default 0.01 %).
     :param unexplained_ranges: ranges whose checksums differ though no differing key was found.
+    :param checklist_failures: the validation checklist's failed data items (count parity, NULLs
+        left, orphaned foreign keys): they hold the run for a human, never roll it back.
     :returns: the decision with its reasons.
     """
     errors = remaining_mismatches + data_errors
     rate = error_rate_pct(errors, rows)
     detail = f"{remaining_mismatches} row(s) still differing after repair, {data_errors} data error(s), over {rows:,} rows"
+    if checklist_failures and not (errors and rate > t.max_error_rate_pct):
+        return BranchDecision(HOLD, [f"checklist failed: {f}" for f in checklist_failures] + [detail], rate)
     if unexplained_ranges:
         return BranchDecision(
             HOLD, [f"{unexplained_ranges} range(s) have differing checksums but no differing key was found: "

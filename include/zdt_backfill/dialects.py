@@ -355,14 +355,22 @@ class Dialect:
         """SQL of a 64-bit hash of a row's values (NULL-safe), summed per range.
 
         Each value is encoded by :meth:`encode_value` with its type (``types``, in ``values``
-        order; ``None``: a generic encoding), then length-prefixed (``6:616263``) with NULL
-        spelled ``N``, so NULL and ``''`` differ and no two rows encode alike.
+        order; ``None``: a generic encoding) and then as hex (:meth:`hex_field`), NULL spelled
+        ``N``, the fields joined by ``:``. A field is ``[0-9a-f]*`` or ``N``, so NULL and ``''``
+        differ and no two rows encode alike, and each expression is evaluated once (a length
+        prefix repeats it: PostgreSQL and MySQL do not share common subexpressions; measured
+        1.4x slower on both).
         """
         raise NotImplementedError
 
-    def _encoded(self, values: Sequence[str], types: Sequence[ColumnType | str | None] | None) -> list[str]:
+    def hex_field(self, encoded: str, t: ColumnType | None) -> str:
+        """SQL of ``encoded`` (an :meth:`encode_value`) as lowercase or uppercase hex digits only."""
+        raise NotImplementedError
+
+    def _hex_fields(self, values: Sequence[str], types: Sequence[ColumnType | str | None] | None) -> list[str]:
         ts = list(types) if types is not None else [None] * len(values)
-        return [self.encode_value(v, self._column_type(t)) for v, t in zip(values, ts, strict=True)]
+        return [self.hex_field(self.encode_value(v, ct), ct)
+                for v, ct in ((v, self._column_type(t)) for v, t in zip(values, ts, strict=True))]
 
     def snapshot_sql(self) -> list[str]:
         """Statements that open a read-only REPEATABLE READ transaction with its snapshot taken
@@ -385,9 +393,10 @@ class Dialect:
         The source side hashes the *typed projection* (key and each column expression cast
         to its target column's type, :meth:`typed_projection`); the target side hashes the
         key and the target columns. Both sides are read by one statement, so they see one
-        snapshot even while the application writes. The per-row hash is the first 64 bits
-        of MD5 over the values, each encoded by type (:meth:`encode_value`), length-prefixed
-        and NULL spelled ``N`` (:meth:`row_hash`); summed per range, which is order-independent
+        snapshot even while the application writes. The per-row hash is 64 bits (PostgreSQL
+        ``hashtextextended``, MySQL the first 64 bits of MD5) over the values, each encoded by
+        type (:meth:`encode_value`) as hex, NULL spelled ``N`` (:meth:`row_hash`); summed per
+        range, which is order-independent
         (pt-table-checksum XORs CRC32s; a sum does not cancel duplicate rows).
         ``casts`` maps target columns to their :class:`ColumnType` (or type name).
         """
@@ -406,6 +415,51 @@ class Dialect:
             f"FROM {self.table(target, schema)} WHERE {tgt_pred}) AS y) AS t"
         )
         return sql, src_params + tgt_params
+
+    def key_span_sql(self, source: str, target: str, key: str, rng: Range,
+                     schema: str | None = None) -> tuple[str, Params]:
+        """``(min key, max key)`` over source and target together in a range (four index reads;
+        NULLs when both are empty there): the bounds a differing chunk is bisected between."""
+        k = self.quote(key)
+        pred, params = self.range_predicate(key, rng)
+        parts = [f"SELECT {agg}({k}) AS k FROM {self.table(t, schema)} WHERE {pred}"
+                 for t in (source, target) for agg in ("min", "max")]
+        return f"SELECT min(b.k), max(b.k) FROM ({' UNION ALL '.join(parts)}) AS b", params * 4
+
+    def nulls_left_sql(self, source: str, target: str, key: str, columns: dict[str, str],
+                       schema: str | None = None, copy_mode: bool = True) -> tuple[str, Params]:
+        """One row: per target column (``columns`` order), the rows whose target value is NULL while
+        the expected value (the source expression) is not (the checklist's "no NULL left")."""
+        k = self.quote(key)
+        exprs = ", ".join(f"{expr(e)} AS {self.quote('zdt_c' + str(i))}" for i, e in enumerate(columns.values()))
+        sums = ", ".join(
+            f"coalesce(sum(CASE WHEN t.{self.quote(c)} IS NULL AND s.{self.quote('zdt_c' + str(i))} IS NOT NULL"
+            " THEN 1 ELSE 0 END), 0)" for i, c in enumerate(columns)
+        )
+        src = f"(SELECT {k}, {exprs} FROM {self.table(source, schema)}) AS s"
+        return f"SELECT {sums} FROM {src} JOIN {self.table(target, schema)} AS t ON t.{k} = s.{k}", ()
+
+    def foreign_keys_sql(self) -> str:
+        """Params ``(schema_or_null, table, schema_or_null, table)``: single-column foreign keys from
+        or to ``table``, rows ``(name, child_table, child_column, parent_table, parent_column)``."""
+        raise NotImplementedError
+
+    def orphans_sql(self, child: str, child_col: str, parent: str, parent_col: str,
+                    schema: str | None = None) -> str:
+        """Rows of ``child`` whose non-NULL ``child_col`` has no ``parent.parent_col`` (an anti-join)."""
+        cc, pc = self.quote(child_col), self.quote(parent_col)
+        return (f"SELECT count(*) FROM {self.table(child, schema)} AS c WHERE c.{cc} IS NOT NULL AND NOT EXISTS"
+                f" (SELECT 1 FROM {self.table(parent, schema)} AS p WHERE p.{pc} = c.{cc})")
+
+    def table_checksum_sql(self, table: str, key: str, schema: str | None = None) -> str:
+        """One row whose last column is a checksum of the whole table, equal for byte-identical
+        tables of the same definition (MySQL ``CHECKSUM TABLE``; PostgreSQL ``md5(string_agg(row
+        text ORDER BY key))``)."""
+        raise NotImplementedError
+
+    def cache_hit_sql(self) -> str:
+        """One row ``(cache misses, cache read requests)`` (counters since the server started)."""
+        raise NotImplementedError
 
     def expected(self, columns: dict[str, str], casts: dict[str, ColumnType | str] | None) -> list[str]:
         """The expected value of each target column: :meth:`typed_projection`."""
@@ -621,9 +675,17 @@ class PostgresDialect(Dialect):
         # numbers, times, json, arrays...: their text form, in the one session of the statement
         return f"({value})::text"
 
+    def hex_field(self, encoded, t):
+        if t is not None and t.kind in ("binary", "text"):
+            return encoded  # encode_value gave hex already
+        return f"encode(convert_to({encoded}, 'UTF8'), 'hex')"
+
     def row_hash(self, values, types=None):
-        parts = ", ".join(f"coalesce(length({e}) || ':' || {e}, 'N')" for e in self._encoded(values, types))
-        return f"('x' || substr(md5(concat({parts})), 1, 16))::bit(64)::bigint::numeric"
+        # hashtextextended: PostgreSQL's 64-bit hash of the bytes (the one hash partitioning uses),
+        # 2x faster than the first 64 bits of md5 (measured on 200k-row chunks); "C" makes it
+        # hash bytes whatever the database's collation. Summed as bigint (int128 accumulator).
+        parts = ", ':', ".join(f"coalesce({e}, 'N')" for e in self._hex_fields(values, types))
+        return f'hashtextextended(concat({parts}) COLLATE "C", 0)'
 
     def null_safe_equal(self, a, b, t=None):
         t = self._column_type(t)
@@ -631,6 +693,26 @@ class PostgresDialect(Dialect):
 
     def snapshot_sql(self):
         return ["SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"]
+
+    def foreign_keys_sql(self):
+        return (
+            "SELECT c.conname, cr.relname, ca.attname, pr.relname, pa.attname FROM pg_constraint c"
+            " JOIN pg_class cr ON cr.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cr.relnamespace"
+            " JOIN pg_class pr ON pr.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pr.relnamespace"
+            " JOIN pg_attribute ca ON ca.attrelid = c.conrelid AND ca.attnum = c.conkey[1]"
+            " JOIN pg_attribute pa ON pa.attrelid = c.confrelid AND pa.attnum = c.confkey[1]"
+            " WHERE c.contype = 'f' AND cardinality(c.conkey) = 1"
+            " AND ((cn.nspname = coalesce(%s, current_schema()) AND cr.relname = %s)"
+            " OR (pn.nspname = coalesce(%s, current_schema()) AND pr.relname = %s)) ORDER BY c.conname"
+        )
+
+    def table_checksum_sql(self, table, key, schema=None):
+        return (f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.{self.quote(key)}), ''))"
+                f" FROM {self.table(table, schema)} AS t")
+
+    def cache_hit_sql(self):
+        return ("SELECT blks_read, blks_hit + blks_read FROM pg_stat_database"
+                " WHERE datname = current_database()")
 
     def column_types_sql(self, table, schema=None):
         # a domain's base type decides the encoding (its own name is the cast)
@@ -901,8 +983,13 @@ class MySQLDialect(Dialect):
             return f"CAST({value} AS CHAR CHARACTER SET utf8mb4)"
         return f"HEX(CAST({value} AS CHAR CHARACTER SET utf8mb4))"  # type unknown: text, losslessly
 
+    def hex_field(self, encoded, t):
+        if t is not None and t.kind in ("value", "bit"):
+            return f"HEX({encoded})"  # ASCII text; the other kinds are hex already
+        return encoded
+
     def row_hash(self, values, types=None):
-        parts = ", ".join(f"coalesce(concat(length({e}), ':', {e}), 'N')" for e in self._encoded(values, types))
+        parts = ", ':', ".join(f"coalesce({e}, 'N')" for e in self._hex_fields(values, types))
         return f"cast(conv(substring(md5(concat({parts})), 1, 16), 16, 10) AS unsigned)"
 
     def null_safe_equal(self, a, b, t=None):
@@ -917,6 +1004,26 @@ class MySQLDialect(Dialect):
             "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
             "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
         ]
+
+    def foreign_keys_sql(self):
+        return (
+            "SELECT k.constraint_name, k.table_name, k.column_name, k.referenced_table_name,"
+            " k.referenced_column_name FROM information_schema.key_column_usage k"
+            " WHERE k.referenced_table_name IS NOT NULL AND ((k.table_schema = coalesce(%s, database())"
+            " AND k.table_name = %s) OR (k.referenced_table_schema = coalesce(%s, database())"
+            " AND k.referenced_table_name = %s)) AND NOT EXISTS (SELECT 1 FROM information_schema.key_column_usage o"
+            " WHERE o.constraint_schema = k.constraint_schema AND o.table_name = k.table_name"
+            " AND o.constraint_name = k.constraint_name AND o.ordinal_position > 1) ORDER BY k.constraint_name"
+        )
+
+    def table_checksum_sql(self, table, key, schema=None):
+        return f"CHECKSUM TABLE {self.table(table, schema)} EXTENDED"
+
+    def cache_hit_sql(self):
+        return ("SELECT sum(CASE WHEN variable_name = 'INNODB_BUFFER_POOL_READS' THEN variable_value END),"
+                " sum(CASE WHEN variable_name = 'INNODB_BUFFER_POOL_READ_REQUESTS' THEN variable_value END)"
+                " FROM information_schema.global_status"
+                " WHERE variable_name IN ('INNODB_BUFFER_POOL_READS', 'INNODB_BUFFER_POOL_READ_REQUESTS')")
 
     def column_types_sql(self, table, schema=None):
         return (

@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable, Iterator
 
 from . import checksum, contract, dualwrite, preflight, repair, rollback
+from .checklist import failed_data_items, run_checklist
 from .checkpoint import CheckpointStore, PartitionProgress
 from .chunker import Partition
 from .config import RunConfig
@@ -145,18 +146,68 @@ def partitions_of(config: RunConfig, db: Database) -> list[PartitionProgress]:
         return CheckpointStore(db).progress(conn, config.run_id)
 
 
-def validate(config: RunConfig, db: Database, owner: str) -> dict[str, Any]:
-    """Checksum every range; the result is recorded in the state table with its time."""
+def validate(
+    config: RunConfig, db: Database, owner: str, probes: list[LagProbe] | None = None,
+    replica: Database | None = None, sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict[str, Any]:
+    """Checksum every range in chunks under the run's lag/load gate, then the seed's checklist;
+    the result is recorded in the state table with its time.
+
+    :param probes: replica lag probes of the gate (none: load and live control only).
+    :param replica: the first replica (``validation_source: replica``): the chunk checksums run
+        there once its heartbeat shows it replayed past the moment validation started (waiting
+        up to ``replica_wait_timeout_seconds``, else the primary is read); differing keys are
+        re-checked on the primary.
+    :returns: the :meth:`~.checksum.ValidationResult.to_dict` dict, with ``checklist``.
+    """
     handle = RunHandle(db, config, owner)
     handle.transition(VALIDATING, "validating the copy")
     parts = [Partition(p.partition_no, p.lo, p.hi) for p in partitions_of(config, db)]
-    result = checksum.validate(config, db, parts).to_dict()
+    throttler = build_throttler(config, db, probes, len(parts) or 1, handle.control, checksum.MAX_CHUNK_ROWS)
+    needs_beat = bool(probes) or (replica is not None and config.validation_source == "replica")
+    beat = HeartbeatWriter(db, handle.lock_key(), config.run_id) if needs_beat else contextlib.nullcontext()
+    with beat:
+        read_db = None
+        if replica is not None and config.validation_source == "replica":
+            read_db = _caught_up_replica(config, db, replica, handle.lock_key(), sleep, clock)
+        v = checksum.validate(config, db, parts, read_db=read_db, gate=throttler.before_batch)
+        v.checklist = run_checklist(config, db, v, probes or [])
+    result = v.to_dict()
     handle.record("validation", f"{result['mismatched']} differing row(s) of {result['source_rows']}", result)
     return result
 
 
+def _caught_up_replica(config: RunConfig, db: Database, replica: Database, heartbeat: str,
+                       sleep: Callable[[float], None], clock: Callable[[], float]) -> Database | None:
+    """``replica`` once the heartbeat it applied is younger than the time since validation started
+    (it replayed past that moment); ``None`` (read the primary) past ``replica_wait_timeout_seconds``."""
+    started = clock()
+    while True:
+        sleep(1.0)
+        elapsed = clock() - started
+        try:
+            with replica.session() as conn:
+                rows = replica.query(conn, replica.dialect.heartbeat_age_sql(replica.schema), (heartbeat,))
+            age = float(rows[0][0]) if rows and rows[0][0] is not None else None
+        except Exception as exc:  # unreachable or no heartbeat table: read the primary instead
+            log.warning("validation replica unreadable (%s): validating on the primary", exc)
+            return None
+        if age is not None and age < elapsed:
+            log.info("validation reads replica %s (heartbeat %.1fs old, validation started %.1fs ago)",
+                     replica.name, age, elapsed)
+            return replica
+        if elapsed > config.replica_wait_timeout_seconds:
+            log.warning("replica %s did not replay past the start of validation in %.0fs: validating on the "
+                        "primary", replica.name, elapsed)
+            return None
+
+
 def repair_and_revalidate(config: RunConfig, db: Database, probes: list[LagProbe], owner: str) -> dict[str, Any]:
     """Repair the keys the last validation named, then validate the affected ranges again.
+
+    The recorded ``ranges`` are the differing parts only; the totals after repair are the last
+    validation's, with those parts' counts replaced by the re-validation's.
 
     :returns: ``{"repair": RepairResult dict | None, "validation": the new validation}``.
     """
@@ -181,16 +232,19 @@ def repair_and_revalidate(config: RunConfig, db: Database, probes: list[LagProbe
     handle.record("repair", f"repaired {fixed.repaired}, {fixed.data_errors} data error(s)", fixed.to_dict())
     handle.transition(VALIDATING, "re-validating the repaired ranges")
     again = checksum.validate(config, db, [], ranges=ranges)
-    merged = checksum.ValidationResult()
-    rechecked = {(r.lo, r.hi) for r in again.ranges}
-    for r in last.detail.get("ranges", []):
-        if (r["lo"], r["hi"]) not in rechecked:
-            merged.add(checksum.RangeChecksum.from_dict(r))
-    for r in again.ranges:
-        merged.add(r)
-    merged.sample_keys = again.sample_keys
-    merged.seconds = again.seconds
-    out = merged.to_dict()
+    out = dict(last.detail)
+    for side in ("source_rows", "target_rows"):  # the repaired parts' counts, replaced
+        out[side] = int(out.get(side, 0)) - sum(getattr(r, side) for r in bad) + getattr(again, side)
+    for kind in ("missing", "different", "extra"):  # only the differing parts had differences
+        out[kind] = getattr(again, kind)
+    out["mismatched"] = again.mismatched
+    merged = checksum.ValidationResult(source_rows=out["source_rows"], target_rows=out["target_rows"],
+                                       missing=again.missing, different=again.different, extra=again.extra)
+    out.update({"count_parity": merged.count_parity, "match_pct": round(merged.match_pct, 6),
+                "ranges": [r.to_dict() for r in again.ranges], "ranges_mismatched": len(again.ranges),
+                "ranges_unexplained": again.unexplained_ranges, "sample_keys": again.sample_keys,
+                "seconds": round(again.seconds, 3), "cleared_by_recheck": again.cleared_by_recheck,
+                "rechecked_keys": again.rechecked_keys})
     out["after_repair"] = True
     out["repair_data_errors"] = fixed.data_errors
     handle.record("validation", f"after repair: {out['mismatched']} differing row(s) of {out['source_rows']}", out)
@@ -224,7 +278,8 @@ def decide(
     parts = partitions_of(c, db)
     data_errors = sum(p.data_errors for p in parts) + int(v.get("repair_data_errors", 0))
     rows = max(sum(p.keys_scanned for p in parts), int(v.get("source_rows", 0)))
-    d = decide_branch(int(v.get("mismatched", 0)), data_errors, rows, c.thresholds, int(v.get("ranges_unexplained", 0)))
+    d = decide_branch(int(v.get("mismatched", 0)), data_errors, rows, c.thresholds, int(v.get("ranges_unexplained", 0)),
+                      failed_data_items(v.get("checklist") or []))
     yields = sum(p.retries for p in parts)
     if d.branch == FORWARD and c.approval == "auto":
         nxt = "contract"

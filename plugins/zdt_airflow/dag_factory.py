@@ -212,6 +212,33 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
         "halt_lag_after_seconds": opt_num("halt_lag_after_seconds", "... sustained for (s)",
                                           "How long lag must stay above halt_lag_seconds before the copy halts; "
                                           "default 300.", "Thresholds", minimum=1),
+        # --- Validation
+        "validation": Param(d.get("validation", "full"), type="string", enum=["full", "sampled"],
+                            title="Validation",
+                            description="full (default, required before contract on prod): every key, chunk by "
+                                        "chunk. sampled: random keyset chunks sized for the confidence below; the "
+                                        "report states the sample size, confidence and method.",
+                            section="Validation"),
+        "validation_source": Param(d.get("validation_source", "primary"), type="string",
+                                   enum=["primary", "replica"], title="Validation reads",
+                                   description="replica: the checksums read the first replica once its heartbeat "
+                                               "shows it replayed past the start of validation; differing keys are "
+                                               "re-checked on the primary. Needs replica connection ids.",
+                                   section="Validation"),
+        "validation_chunk_seconds": opt_num("validation_chunk_seconds", "Checksum chunk time (s)",
+                                            "Target time of one checksum statement (pt-table-checksum's 0.5); the "
+                                            "chunk adapts between 1,000 and 200,000 rows; default 0.5.",
+                                            "Validation", minimum=0.01, maximum=60),
+        "validation_recheck_seconds": opt_num("validation_recheck_seconds", "Re-check after (s)",
+                                              "Differing keys are diffed again on the primary after this wait; only "
+                                              "keys differing both times count (a dual-write in flight is not a "
+                                              "mismatch); default 2.", "Validation", minimum=0, maximum=600),
+        "validation_confidence": opt_num("validation_confidence", "Sample confidence",
+                                         "sampled: probability of seeing at least one differing row; default 0.999.",
+                                         "Validation", minimum=0.5, maximum=0.999999),
+        "validation_detect_pct": opt_num("validation_detect_pct", "Sample detects mismatch rate (%)",
+                                         "sampled: the mismatch rate seen with that confidence; default 0.01 "
+                                         "(69,075 rows at 99.9 %).", "Validation", minimum=0.0001, maximum=50),
         # --- Approval, routing and contract
         "approval": Param(d.get("approval"), type=["null", "string"], enum=[None, "required", "auto"],
                           title="Approval",

@@ -195,7 +195,10 @@ class ValidateOperator(BackfillOperator):
     """Row counts and per-range checksums of source projection vs target; recorded in the state table."""
 
     def run(self, config, db, context):
-        return lifecycle.validate(config, db, owner_of(context))
+        replica = (BackfillHook(config.replica_conn_ids[0], config.schema).get_database()
+                   if config.validation_source == "replica" else None)
+        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
+            return lifecycle.validate(config, db, owner_of(context), probes, replica)
 
 
 class RepairOperator(BackfillOperator):
