@@ -204,6 +204,15 @@ def to_markdown(r: dict[str, Any]) -> str:
             f"extra {v.get('extra')}" + (" (after repair)" if v.get("after_repair") else "")
             + (f", in {_secs(v.get('seconds'))}" if v.get("seconds") else "")
         )
+        if v.get("chunks_checked"):
+            lines.append(f"  - {v.get('mode', 'full')} validation read on the {v.get('source', 'primary')} in "
+                         f"{v['chunks_checked']:,} chunk(s) (+{v.get('subchunks_checked', 0):,} bisected), the largest "
+                         f"{v.get('chunk_rows_max', 0):,} rows; {v.get('cleared_by_recheck', 0):,} difference(s) "
+                         "cleared by the re-check")
+        if v.get("sampling"):
+            sm = v["sampling"]
+            lines.append(f"  - sample: {sm.get('sample_rows'):,} rows for {sm.get('confidence', 0) * 100:g} % confidence "
+                         f"of seeing a {sm.get('detect_pct'):g} % mismatch rate; {sm.get('method')}")
         if v.get("sample_keys"):
             lines.append(f"- differing keys (sample): {v['sample_keys']}")
     else:

@@ -142,3 +142,14 @@ def test_a_takeover_of_a_dead_run_is_reported_with_its_adopted_checkpoints():
     assert r["resumes"] == 1 and r["crashes"] == 0
     assert "took over run `old` (stopped in copying, its lease expired or released) and resumed its 2" in to_markdown(r)
     assert from_rows(CONFIG, "postgres", crashed_run_events(), [], 0.0, ENDED)["takeover"] is None
+
+
+def test_a_sampled_validation_states_its_size_confidence_method_and_where_it_read():
+    v = {"mismatched": 0, "source_rows": 69_000, "target_rows": 69_000, "missing": 0, "different": 0, "extra": 0,
+         "mode": "sampled", "source": "replica", "chunks_checked": 70, "subchunks_checked": 0, "chunk_rows_max": 1000,
+         "cleared_by_recheck": 0,
+         "sampling": {"sample_rows": 69_075, "confidence": 0.999, "detect_pct": 0.01,
+                      "method": "70 keyset chunk(s) of 1000 source rows from keys drawn uniformly"}}
+    md = to_markdown({**REPORT, "validation": v})
+    assert "sampled validation read on the replica in 70 chunk(s)" in md
+    assert "sample: 69,075 rows for 99.9 % confidence of seeing a 0.01 % mismatch rate; 70 keyset chunk(s)" in md
