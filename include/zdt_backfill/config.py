@@ -378,6 +378,21 @@ class RunConfig:
             return None
         return self.max_rows_per_second / max(1, planned or self.partitions)
 
+    def describe(self) -> str:
+        """The resolved config in words, for the log (connection ids only: no URL, no password)."""
+        what = (f"copy {self.source_table} -> {self.target_table}" if self.mode == "copy"
+                else f"fill {self.source_table}")
+        cols = ", ".join(f"{k} = {v}" for k, v in self.columns.items())
+        rate = f"{self.max_rows_per_second:,.0f} rows/s for the whole run" if self.max_rows_per_second else "no rows/s ceiling"
+        lag = (f"batches wait while a replica lags over {self.max_replica_lag_seconds:g} s"
+               if self.max_replica_lag_seconds else "no replica-lag gate")
+        replicas = ", ".join(self.replica_conn_ids) or "none"
+        return (f"{what} by key {self.key} on connection {self.conn_id} (replicas: {replicas}); columns: {cols}; "
+                f"profile {self.profile.name}: {self.partitions} partition(s), batches of {self.batch_size:,} rows "
+                f"(at least {self.min_batch_size:,}, aiming at {self.target_batch_seconds:g} s each), {rate}, {lag}; "
+                f"validation {self.validation} on the {self.validation_source}; dual-write {self.dual_write}, "
+                f"approval {self.approval}, legacy table: {self.legacy_action}")
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the resolved config (profile and thresholds expanded), safe to
         log: a password in ``cache_redis_url`` is masked."""

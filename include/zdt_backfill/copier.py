@@ -35,8 +35,9 @@ from .db import Database
 from .errors import BatchError, RunStoppedError
 from .heartbeat import HeartbeatWriter
 from .lag import LagProbe
+from .progress import PartitionProgressLog, RunProgressLog, partition_summary
 from .runstate import COPYING, ROLLING_BACK, LeaseKeeper, RunHandle
-from .throttler import CriticalLoadError, CriticalLoadWatchdog, Throttler, build_throttler
+from .throttler import CriticalLoadError, CriticalLoadWatchdog, CriticalMode, Throttler, build_throttler
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 BATCH_ATTEMPTS = 5
 #: Keys whose individual writes failed on data, kept per event for the report.
 SHOWN_FAILED_KEYS = 20
+#: A partition records a sample for the report's charts this often while it copies (s), and at
+#: the start and end of each attempt.
+SAMPLE_SECONDS = 10.0
 #: Backoff between attempts: 0.5 s doubling up to 30 s, with jitter.
 BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_MAX_SECONDS = 30.0
@@ -138,6 +142,9 @@ class PartitionCopier:
         )
         if self.throttler.active_partitions is None:
             self.throttler.active_partitions = self._active_partitions
+        if self.throttler.mode is None and any(v > 0 for v in config.critical_load.values()):
+            self.throttler.mode = CriticalMode(partition.index, db.dialect.ROW_LOCK_SIGNAL, self._enter_single,
+                                               self._leave_single, self._lowest_running)
         d = db.dialect
         if phase == ROLLBACK:
             self.batch_sql = d.nullify_batch_sql(config.source_table, config.key, list(config.columns), db.schema)
@@ -157,6 +164,35 @@ class PartitionCopier:
         self._resync = False
         self._conn: Any = None
         self._session_id: Any = None
+
+    def _sample(self, progress: PartitionProgress) -> None:
+        """One point of the report's charts: rows written, replica lag, throttle kind and the
+        cumulative throttled seconds by kind (an event ``sample``; never fails the batch loop)."""
+        with contextlib.suppress(Exception):
+            self.handle.record("sample", f"partition {self.partition.label}", {
+                "partition": self.partition.index, "t": round(time.time(), 3), "watermark": progress.watermark,
+                "rows": progress.rows_written, "lag": self.throttler.last_lag, "throttle": self.throttler.state,
+                "throttled": {k: round(v, 3) for k, v in self.throttler.throttled_seconds.items()},
+            })
+
+    def _lowest_running(self) -> int:
+        """The lowest-numbered partition of this run not yet done: the one that copies in
+        critical load's single-partition mode."""
+        with self.db.session() as conn:
+            left = [p.partition_no for p in self.store.progress(conn, self.run_key) if p.status != "done"]
+        return min(left, default=self.partition.index)
+
+    def _enter_single(self, reason: str, baseline: float) -> None:
+        self.handle.set_control(single_partition={"reason": reason, "baseline": baseline, "since": time.time(),
+                                                  "by_partition": self.partition.index})
+        self.handle.record("critical_load", f"partition {self.partition.label}: {reason}; one partition active",
+                           {"partition": self.partition.index, "reason": reason, "baseline": baseline,
+                            "signal": self.db.dialect.ROW_LOCK_SIGNAL, "watermark": self.chunker.watermark})
+
+    def _leave_single(self, detail: str) -> None:
+        self.handle.set_control(single_partition=None)
+        self.handle.record("critical_load_over", f"partition {self.partition.label}: {detail}; every partition resumes",
+                           {"partition": self.partition.index, "detail": detail})
 
     def _active_partitions(self) -> int:
         """Partitions of this run not yet done (from the checkpoints): those sharing the ceiling."""
@@ -316,6 +352,11 @@ class PartitionCopier:
                 self.partition.label, progress.watermark, progress.rows_written, progress.batches,
             )
         self.chunker.open_at_watermark(progress.watermark)
+        lines = PartitionProgressLog(self.partition.label, self.partition.lo, self.partition.hi,
+                                     max(progress.watermark, self.partition.lo - 1))
+        run_lines = RunProgressLog()
+        last_sample = time.monotonic()
+        self._sample(progress)
         # The attempt's start and end in the state table: an attempt without an end crashed
         # (its worker died); one that starts past ``lo`` resumed (the report counts both).
         self.handle.record("attempt", f"partition {self.partition.label} attempt starts", {
@@ -362,16 +403,33 @@ class PartitionCopier:
                             watchdog.disarm()
                 except Exception as exc:
                     if watchdog and watchdog.tripped:
+                        tripped, watchdog.tripped = watchdog.tripped, None
                         self._drop_connection()
-                        with contextlib.suppress(Exception):
-                            self.handle.record("critical_load", f"partition {self.partition.label}: {watchdog.tripped}",
-                                               {"partition": self.partition.index, "reason": watchdog.tripped,
-                                                "watermark": self.chunker.watermark})
-                        raise CriticalLoadError(
-                            f"critical load {watchdog.tripped}: the in-flight batch of partition "
-                            f"{self.partition.label} was cancelled and rolled back (checkpoint at key "
-                            f"{self.chunker.watermark}); halting"
-                        ) from exc
+                        self._resync = True
+                        ctl = self.throttler.control() if self.throttler.control else {}
+                        in_mode = bool(ctl.get("single_partition"))
+                        # in the mode, a trip is a new episode (halt) once this partition has seen the
+                        # load fall below critical since the mode began; a sibling's trip of the same
+                        # episode only joins it
+                        if self.throttler.mode is None or (in_mode and self.throttler.critical_recovered):
+                            with contextlib.suppress(Exception):
+                                self.handle.record("critical_load", f"partition {self.partition.label}: {tripped}; "
+                                                   "halting", {"partition": self.partition.index, "reason": tripped,
+                                                               "watermark": self.chunker.watermark, "halt": True})
+                            raise CriticalLoadError(
+                                f"critical load {tripped} with one partition active: the in-flight batch of "
+                                f"partition {self.partition.label} was cancelled and rolled back (checkpoint at "
+                                f"key {self.chunker.watermark}); halting"
+                            ) from exc
+                        log.error("partition %s: critical load %s: the in-flight batch was cancelled and rolled "
+                                  "back (checkpoint at key %s): %s", self.partition.label, tripped,
+                                  self.chunker.watermark, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+                        if in_mode:
+                            self.throttler.join_single()
+                        else:
+                            self.throttler.enter_single(f"critical {tripped}")
+                        self.retries += 1
+                        continue
                     if self.db.is_statement_timeout(exc):
                         self._resync = True
                         self._drop_connection()
@@ -408,6 +466,14 @@ class PartitionCopier:
                 if self.on_batch:
                     self.on_batch(progress, chunk, rows, seconds)
                 self.throttler.after_batch(chunk.keys)
+                log.info("%s", lines.batch_line(progress.batches, chunk.hi, chunk.lo, chunk.hi, rows, seconds, self.throttler.last_lag,
+                                                self.throttler.state))
+                if time.monotonic() - last_sample >= SAMPLE_SECONDS:
+                    last_sample = time.monotonic()
+                    self._sample(progress)
+                if run_lines.due():
+                    with contextlib.suppress(Exception), self.db.session() as conn:
+                        log.info("%s", run_lines.line(self.store.progress(conn, self.run_key)))
             outcome = "done"
         finally:
             if watchdog:
@@ -423,6 +489,7 @@ class PartitionCopier:
                     conn, self.run_key, self.partition.index, retries=self.retries,
                     throttled_seconds=throttled, seconds=elapsed, data_errors=self.data_errors,
                 )
+            self._sample(progress)
             if self.throttler.throttled_seconds:
                 with contextlib.suppress(Exception):
                     self.handle.record("throttle", f"partition {self.partition.label}", {
@@ -438,7 +505,7 @@ class PartitionCopier:
         with self.db.session() as conn:
             self.store.finish_partition(conn, self.run_key, self.partition.index)
             final = self.store.open_partition(conn, self.run_key, self.partition.index, self.partition.lo, self.partition.hi)
-        return PartitionResult(
+        result = PartitionResult(
             partition=self.partition.to_dict(),
             progress=final.to_dict(),
             attempt_rows=rows_total,
@@ -449,3 +516,5 @@ class PartitionCopier:
             retries=self.retries,
             resumed_from=resumed,
         )
+        log.info("%s", partition_summary(self.partition.label, result.to_dict()))
+        return result

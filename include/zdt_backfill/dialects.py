@@ -98,6 +98,9 @@ class Dialect:
     #: Column type and expression of a microsecond timestamp, for the control tables.
     timestamp_type = ""
     now = ""
+    #: The load signal (:meth:`load_sql`) measuring row-lock waits: critical load's single-partition
+    #: mode ends when it is back to its baseline.
+    ROW_LOCK_SIGNAL = ""
     #: Column definition of an auto-numbered primary key, for the control tables.
     serial_pk = ""
     #: Column type of a document of up to megabytes (the run reports' JSON and Markdown).
@@ -574,6 +577,7 @@ class PostgresDialect(Dialect):
     """PostgreSQL 12+ (tested on 15)."""
 
     name = "postgres"
+    ROW_LOCK_SIGNAL = "ungranted_locks"  # sessions waiting on a lock now (pg_locks NOT granted)
     _preparer = sa_postgresql.dialect().identifier_preparer
     current_schema = "current_schema()"
     timestamp_type = "timestamptz"
@@ -826,6 +830,7 @@ class MySQLDialect(Dialect):
     """MySQL 8.0+ and MariaDB 10.6+ (tested on MariaDB 10.11)."""
 
     name = "mysql"
+    ROW_LOCK_SIGNAL = "row_lock_waits_per_s"  # Innodb_row_lock_waits, per second between readings
     _preparer = sa_mysql.dialect().identifier_preparer
     current_schema = "database()"
     timestamp_type = "timestamp(6)"

@@ -13,6 +13,7 @@ worker and by the rehearsal comparison), and as ``<reports_dir>/<run_id>/report.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,16 @@ from typing import Any
 from .checkpoint import CheckpointStore, PartitionProgress
 from .config import RunConfig
 from .db import Database
+from .progress import THROTTLE_WORDS
 from .runstate import Event, RunHandle
 
+log = logging.getLogger(__name__)
+
 REPORTS = "zdt_backfill_reports"
+
+
+#: Chart samples kept in a report (thinned evenly beyond it).
+MAX_SAMPLES = 2_000
 
 
 def from_state(config: RunConfig, db: Database, ending: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +113,12 @@ def from_rows(
         a = attempts.get(p.partition_no, {"tries": 0, "crashes": 0, "failed": 0, "resumes": 0})
         partitions.append({**p.to_dict(), **a})
     validations = [e.detail for e in events if e.kind == "validation"]
+    samples = [e.detail for e in events if e.kind == "sample"]
+    if len(samples) > MAX_SAMPLES:  # a long run: every n-th sample, the last one kept
+        step = -(-len(samples) // MAX_SAMPLES)
+        samples = samples[::step] + ([samples[-1]] if (len(samples) - 1) % step else [])
     return {
+        "samples": samples,
         "run_id": config.get("run_id"),
         "engine": engine,
         "mode": config.get("mode"),
@@ -189,7 +202,8 @@ def to_markdown(r: dict[str, Any]) -> str:
         f"(first partition start to last partition end) of {_secs(r.get('wall_seconds'))} for the whole run; "
         + (f"effective rate {rate:,.1f} rows/s" if rate else "effective rate: n/a (no rows written)"),
         f"- throttled: {_secs(r.get('throttled_seconds'))} summed over partitions"
-        + (" (" + ", ".join(f"{k} {_secs(x)}" for k, x in sorted(by_reason.items())) + ")" if by_reason else ""),
+        + (" (" + ", ".join(f"{THROTTLE_WORDS.get(k, k)} {_secs(x)}" for k, x in sorted(by_reason.items())) + ")"
+           if by_reason else ""),
     ]
     if r.get("takeover"):
         t = r["takeover"]
@@ -214,7 +228,8 @@ def to_markdown(r: dict[str, Any]) -> str:
             lines.append(f"  - sample: {sm.get('sample_rows'):,} rows for {sm.get('confidence', 0) * 100:g} % confidence "
                          f"of seeing a {sm.get('detect_pct'):g} % mismatch rate; {sm.get('method')}")
         if v.get("sample_keys"):
-            lines.append(f"- differing keys (sample): {v['sample_keys']}")
+            lines.append("- differing keys (up to 20 of each kind): " + "; ".join(
+                f"{kind} {', '.join(str(k) for k in keys)}" for kind, keys in v["sample_keys"].items() if keys))
     else:
         lines.append("- validation: not run")
     for item in (v or {}).get("checklist") or []:
@@ -325,13 +340,19 @@ def create_table(db: Database) -> str:
         f"CREATE TABLE IF NOT EXISTS {table} (id {d.serial_pk}, run_id varchar(250) NOT NULL,"
         f" source_table varchar(128) NULL, target_table varchar(128) NULL, state varchar(32) NULL,"
         f" created_at {d.timestamp_type} NULL, report_json {d.long_text_type} NOT NULL,"
-        f" report_md {d.long_text_type} NOT NULL)", (),
+        f" report_md {d.long_text_type} NOT NULL, report_html {d.long_text_type} NULL)", (),
     )], tag="zdt_backfill:report")
+    with db.session() as conn:
+        cols = {r[0] for r in db.query(conn, d.columns_sql(), (db.schema, REPORTS))}
+        conn.rollback()
+    if "report_html" not in cols:  # a table made by an earlier version of this package
+        db.run_ddl([(f"ALTER TABLE {table} ADD COLUMN report_html {d.long_text_type} NULL", ())],
+                   tag="zdt_backfill:report")
     return table
 
 
 def store(db: Database, report: dict[str, Any]) -> str:
-    """Insert the report (JSON and Markdown) as a new row of ``zdt_backfill_reports``.
+    """Insert the report (JSON, Markdown and HTML with its charts) as a new row of ``zdt_backfill_reports``.
 
     A report written again for the same run (a cleared report task) is a new row; readers take
     the newest. :returns: where it is, e.g. ``zdt_backfill_reports (run_id = '...', id 3)`` .
@@ -340,10 +361,10 @@ def store(db: Database, report: dict[str, Any]) -> str:
     with db.session() as conn:
         db.execute(
             conn,
-            f"INSERT INTO {table} (run_id, source_table, target_table, state, created_at, report_json, report_md)"
-            f" VALUES (%s, %s, %s, %s, {db.dialect.now}, %s, %s)",
+            f"INSERT INTO {table} (run_id, source_table, target_table, state, created_at, report_json, report_md,"
+            f" report_html) VALUES (%s, %s, %s, %s, {db.dialect.now}, %s, %s, %s)",
             (str(report.get("run_id")), report.get("source_table"), report.get("target_table"), report.get("state"),
-             json.dumps(report, default=str), to_markdown(report)),
+             json.dumps(report, default=str), to_markdown(report), to_html(report)),
         )
         rows = db.query(conn, f"SELECT max(id) FROM {table} WHERE run_id = %s", (str(report.get("run_id")),))
         conn.commit()
@@ -371,7 +392,7 @@ def history(db: Database, target_table: str | None = None, run_id: str | None = 
 
 
 def write(report: dict[str, Any], reports_dir: Path) -> Path:
-    """Write ``report.json`` and ``report.md`` under ``reports_dir/<run_id>/``; return that folder.
+    """Write ``report.json``, ``report.md`` and ``report.html`` under ``reports_dir/<run_id>/``; return that folder.
 
     The run id is made filesystem-safe (``:`` and ``+`` from timestamps become ``_``).
     """
@@ -380,4 +401,19 @@ def write(report: dict[str, Any], reports_dir: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "report.md").write_text(to_markdown(report))
+    (out / "report.html").write_text(to_html(report))
     return out
+
+
+def to_html(report: dict[str, Any]) -> str:
+    """The report as one self-contained HTML page with its charts (:mod:`.report_html`)."""
+    from .report_html import to_html as page
+
+    c = report.get("config") or {}
+    title = f"Backfill report {report.get('run_id')}"
+    try:
+        return page(to_markdown(report), report.get("samples") or [], c.get("max_replica_lag_seconds"),
+                    c.get("halt_lag_seconds"), title)
+    except Exception as exc:  # the charts never cost the report itself
+        log.warning("report charts not drawn: %s", exc)
+        return page(to_markdown(report), [], title=title)

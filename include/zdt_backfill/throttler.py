@@ -8,13 +8,19 @@ CPU or any external metric as a number), and live control (pause, stop, new limi
 
 **Deciding** is pure: :func:`decide` takes the :class:`Readings` and the :class:`Limits`
 and returns a :class:`Decision` with a *kind* (``lag``, ``lag-unknown``,
-``replica-unreachable``, ``load``, ``throttle-query``, ``paused``, ``critical``) and a reason
-with the figure (``lag=3.2s>2s``, ``threads_running=31>=25``).
+``replica-unreachable``, ``load``, ``throttle-query``, ``paused``, ``critical-load``,
+``critical``) and a reason with the figure (``lag=3.2s>2s``, ``threads_running=31>=25``).
+
+**Critical load** (gh-ost's ``--critical-load``) first drops the run to one active partition
+(:class:`CriticalMode`): the batch in flight is cancelled (:class:`CriticalLoadWatchdog`), every
+partition holds while the load stays critical, then only the lowest-numbered partition not yet
+done copies until the row-lock waits are back to their baseline (``baseline * 1.1 + 1`` for 3
+readings); critical load *again* in that mode halts the run.
 
 The :class:`Throttler` runs the loop between batches: it logs a change of the reason's
 kind once, a held throttle's figure at most every :data:`HELD_LOG_SECONDS`, counts the time
 held by kind, gives up after ``max_wait_seconds`` (the run then halts; nothing is
-destroyed), and halts at once on critical load. The rows/s ceiling is a token bucket
+destroyed). The rows/s ceiling is a token bucket
 (``pyrate-limiter``, GCRA) charged on keys *scanned*, so a re-run over a full target that
 inserts nothing is throttled too.
 """
@@ -23,8 +29,9 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -43,6 +50,14 @@ CHECK_INTERVAL_SECONDS = 0.5
 THROTTLE_SLEEP_SECONDS = 0.5
 #: A held throttle logs its figure at most this often (s).
 HELD_LOG_SECONDS = 10.0
+#: Single-partition mode ends after this many consecutive readings of the row-lock wait signal
+#: at or under ``baseline * BASELINE_FACTOR + BASELINE_SLACK``.
+BASELINE_READINGS = 3
+BASELINE_FACTOR, BASELINE_SLACK = 1.1, 1.0
+#: Readings of the row-lock wait signal kept for the baseline (their median); 120 x 0.5 s = 1 min.
+BASELINE_WINDOW = 120
+#: How often the lowest-numbered running partition is re-read in single-partition mode (s).
+ACTIVE_CHECK_SECONDS = 2.0
 
 
 
@@ -76,12 +91,22 @@ class Limits:
 
 @dataclass(frozen=True)
 class Readings:
-    """One collection of every signal (values ``None`` when unknown)."""
+    """One collection of every signal (values ``None`` when unknown).
+
+    ``single`` is the run's single-partition mode after critical load (the control row's
+    ``single_partition``: ``{"reason", "baseline", "since"}``), ``None`` outside it; ``active``
+    says this partition is the one that copies in that mode; ``critical_recovered`` that the
+    load fell below its critical limits since the mode began (critical load then is a new
+    episode, which halts).
+    """
 
     lag: tuple[LagReading, ...] = ()
     load: dict[str, float | None] = field(default_factory=dict)
     throttle_query: float | None = None
     paused: bool = False
+    single: dict[str, Any] | None = None
+    active: bool = True
+    critical_recovered: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,21 +118,30 @@ class Decision:
     kind: str = ""
     reason: str = ""
     halt: bool = False
+    enter_single: bool = False
 
 
 def decide(readings: Readings, limits: Limits) -> Decision:
     """Pure throttle decision; the first matching rule wins.
 
-    1. critical load halts; 2. an operator's pause holds; 3. an unreachable replica, or one
-    whose lag is unknown, holds (never read as zero); 4. lag over the gate holds; 5. load at
-    or over a threshold holds; 6. the throttle query at or over its threshold holds.
+    1. critical load holds and enters single-partition mode (``enter_single``), or halts when it
+    comes back in that mode after having cleared; 2. an operator's pause holds; 3. in
+    single-partition mode, every partition but the active one holds; 4. an unreachable replica,
+    or one whose lag is unknown, holds (never read as zero); 5. lag over the gate holds; 6. load
+    at or over a threshold holds; 7. the throttle query at or over its threshold holds.
     """
     for name, limit in limits.critical_load.items():
         v = readings.load.get(name)
         if v is not None and v >= limit:
-            return Decision(True, "critical", f"critical {name}={v:g}>={limit:g}", halt=True)
+            reason = f"critical {name}={v:g}>={limit:g}"
+            if readings.single is not None and readings.critical_recovered:
+                return Decision(True, "critical", f"{reason} again with one partition active", halt=True)
+            return Decision(True, "critical-load", reason, enter_single=readings.single is None)
     if readings.paused:
         return Decision(True, "paused", "paused by an operator")
+    if readings.single is not None and not readings.active:
+        return Decision(True, "critical-load", "one partition active after critical load "
+                        f"({readings.single.get('reason')}) until row-lock waits return to baseline")
     if limits.max_lag_seconds is not None and readings.lag:
         down = [r for r in readings.lag if r.seconds is None]
         if down:
@@ -252,6 +286,25 @@ class CriticalLoadWatchdog:
         self.load.close()
 
 
+@dataclass
+class CriticalMode:
+    """The run-wide single-partition mode after critical load, as one partition sees it.
+
+    :param index: this partition's number.
+    :param signal: the row-lock wait signal of the engine (``Dialect.ROW_LOCK_SIGNAL``:
+        PostgreSQL ``ungranted_locks``, MySQL ``row_lock_waits_per_s``).
+    :param enter: ``enter(reason, baseline)`` sets the mode in the run's control row.
+    :param leave: ``leave(detail)`` clears it.
+    :param lowest_running: the lowest-numbered partition of the run not yet done (checkpoints).
+    """
+
+    index: int
+    signal: str
+    enter: Callable[[str, float], None]
+    leave: Callable[[str], None]
+    lowest_running: Callable[[], int]
+
+
 class ThrottleQuery:
     """gh-ost's ``--throttle-query``: one read-only ``SELECT`` returning a number (CPU %, a
     queue depth...), compared with ``throttle_query_max``. Unreadable reads as NaN (holds)."""
@@ -308,8 +361,15 @@ class Throttler:
         halt_lag_after_seconds: float = 300.0,
         share: int = 1,
         active_partitions: Callable[[], int] | None = None,
+        mode: CriticalMode | None = None,
     ) -> None:
         self.probes = probes or []
+        self.mode = mode
+        self._row_locks: deque[float] = deque(maxlen=BASELINE_WINDOW)
+        self._at_baseline = 0
+        self._recovered = False
+        self._single_seen = False
+        self._active: tuple[float, bool] = (float("-inf"), True)
         self._run_rate = rows_per_second
         self._share = max(1, share)
         self.active_partitions = active_partitions
@@ -327,6 +387,8 @@ class Throttler:
         self.control = control
         self.throttled_seconds: Counter[str] = Counter()
         self.max_lag_seen: float = 0.0
+        self.last_lag: float | None = None
+        self._rate_waited = False
         self.events: list[dict[str, Any]] = []
         self.last_control: dict[str, Any] = {}
         self._last_check = float("-inf")
@@ -400,20 +462,98 @@ class Throttler:
         for r in lag:
             if r.seconds is not None:
                 self.max_lag_seen = max(self.max_lag_seen, r.seconds)
+        if lag:
+            self.last_lag = max((r.seconds for r in lag if r.seconds is not None), default=None)
         load = self.load.read() if self.load else {}
         tq = self.throttle_query.read() if self.throttle_query else None
-        return Readings(lag, load, tq, bool(ctl.get("pause")))
+        single = ctl.get("single_partition") if self.mode is not None else None
+        single = single if isinstance(single, dict) else None
+        if single is None:
+            self._recovered = self._single_seen = False
+        elif not self._single_seen:  # the mode began (here or in another partition)
+            self._single_seen, self._recovered = True, False
+        return Readings(lag, load, tq, bool(ctl.get("pause")), single,
+                        self._is_active() if single is not None else True, self._recovered)
+
+    def _is_active(self) -> bool:
+        """Whether this partition is the lowest-numbered one not yet done (re-read every 2 s)."""
+        assert self.mode is not None
+        at, active = self._active
+        if self.clock() - at >= ACTIVE_CHECK_SECONDS:
+            try:
+                active = self.mode.lowest_running() == self.mode.index
+            except Exception as exc:  # keep the last answer; holding is the safe side
+                log.warning("could not read the partitions still running: %s", exc)
+            self._active = (self.clock(), active)
+        return active
+
+    def baseline(self) -> float:
+        """The row-lock wait signal's median over the last minute of readings outside the mode."""
+        return statistics.median(self._row_locks) if self._row_locks else 0.0
+
+    def enter_single(self, reason: str) -> None:
+        """Critical load: set the run's single-partition mode with this partition's baseline,
+        and read the signals before the next batch (the watchdog cancelled one)."""
+        self._last_check = float("-inf")
+        if self.mode is None:
+            return
+        base = self.baseline()
+        self.mode.enter(reason, base)
+        self._single_seen, self._recovered, self._at_baseline = True, False, 0
+        self._active = (float("-inf"), True)
+        log.error("critical load %s: one partition active until row-lock waits (%s) return to baseline %.1f "
+                  "(<= %.1f for %d readings); critical load again halts the run", reason, self.mode.signal, base,
+                  base * BASELINE_FACTOR + BASELINE_SLACK, BASELINE_READINGS)
+
+    def join_single(self) -> None:
+        """Another partition set the mode in this same episode (this one's batch was cancelled
+        too): read the signals before the next batch; the mode is not set again."""
+        self._last_check = float("-inf")
+        if not self._single_seen:
+            self._single_seen, self._recovered, self._at_baseline = True, False, 0
+
+    @property
+    def critical_recovered(self) -> bool:
+        """In the single-partition mode, whether this partition read the load below its critical
+        limits since the mode began (critical load after that is a new episode, which halts)."""
+        return self._single_seen and self._recovered
+
+    def _follow_mode(self, readings: Readings, d: Decision) -> None:
+        """Feed the baseline outside the mode; inside it, note that critical load cleared, and
+        end the mode from the active partition once row-lock waits are back to baseline."""
+        if self.mode is None:
+            return
+        value = readings.load.get(self.mode.signal)
+        if readings.single is None:
+            if value is not None and not d.enter_single:
+                self._row_locks.append(value)
+            return
+        if any((v := readings.load.get(k)) is not None and v >= lim for k, lim in self.limits.critical_load.items()):
+            self._at_baseline = 0
+            return
+        self._recovered = True
+        if not readings.active:
+            return
+        base = float(readings.single.get("baseline") or 0.0)
+        limit = base * BASELINE_FACTOR + BASELINE_SLACK
+        self._at_baseline = self._at_baseline + 1 if value is not None and value <= limit else 0
+        if self._at_baseline >= BASELINE_READINGS:
+            detail = f"{self.mode.signal}={value:g}<={limit:g} for {BASELINE_READINGS} readings"
+            self.mode.leave(detail)
+            self._at_baseline = 0
+            log.info("critical load over: row-lock waits back to baseline (%s); every partition resumes", detail)
 
     def before_batch(self) -> None:
         """Block while a signal says hold; raise past the deadline or on critical load.
 
         :raises ThrottleTimeoutError: throttled continuously for longer than ``max_wait_seconds``.
-        :raises CriticalLoadError: critical load (halt now).
+        :raises CriticalLoadError: critical load again in single-partition mode (halt now).
         :raises StopRequestedError: an operator asked the run to stop.
         """
         if self.control is not None:  # live control takes effect at the next batch
             ctl = self.control()
-            if not ctl.get("pause") and not ctl.get("stop") and self.clock() - self._last_check < CHECK_INTERVAL_SECONDS:
+            holding = ctl.get("pause") or ctl.get("stop") or (self.mode is not None and ctl.get("single_partition"))
+            if not holding and self.clock() - self._last_check < CHECK_INTERVAL_SECONDS:
                 self._apply_control(ctl)
                 return
         elif self.clock() - self._last_check < CHECK_INTERVAL_SECONDS:
@@ -428,6 +568,9 @@ class Throttler:
             if d.halt:
                 self._note(d)
                 raise CriticalLoadError(d.reason)
+            if d.enter_single:
+                self.enter_single(d.reason)
+            self._follow_mode(readings, d)
             if d.kind != self._kind:  # a change of kind is logged once, with its figure
                 if d.kind:
                     log.warning("throttle: %s", d.reason)
@@ -465,6 +608,12 @@ class Throttler:
                 f"{now - self._high_lag_since:.0f}s: halting the copy (held; nothing destroyed)"
             )
 
+    @property
+    def state(self) -> str:
+        """The throttle kind of the last check (``""`` when free), or ``rate`` when the last batch
+        waited for the rows/s ceiling."""
+        return self._kind or ("rate" if self._rate_waited else "")
+
     def _note(self, d: Decision) -> None:
         self.events.append({"kind": d.kind or "released", "reason": d.reason or "released"})
 
@@ -472,6 +621,7 @@ class Throttler:
         """Wait until ``keys`` (keys *scanned*, whether or not they were written) fit under the
         rows/s ceiling; count the wait under ``rate``, and log it when it starts."""
         self._reshare()
+        self._rate_waited = False
         if self._limiter is None or keys <= 0:
             return
         t0 = self.clock()
@@ -480,6 +630,7 @@ class Throttler:
             self._limiter.try_acquire("rows", weight=piece)
             keys -= piece
         waited = self.clock() - t0
+        self._rate_waited = waited > 0.001
         if waited > 0.001:
             if self._kind != "rate" and self.throttled_seconds["rate"] == 0:
                 log.info("throttle: rate ceiling %.0f rows/s", self._rate or 0)

@@ -164,8 +164,10 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
                           section="Tuning"),
         "critical_load": Param(d.get("critical_load"), type=["null", "object"],
                                additionalProperties={"type": "number", "minimum": 0}, title="Critical load",
-                               description='Load at or above which the run halts at once (gh-ost --critical-load), '
-                                           'e.g. {"threads_running": 100}; none by default.', section="Tuning"),
+                               description='Load at or above which the batch in flight is cancelled and the run drops to '
+                                           'one active partition until row-lock waits are back to baseline; '
+                                           'critical load again then halts (gh-ost --critical-load), e.g. '
+                                           '{"threads_running": 100}; none by default.', section="Tuning"),
         "throttle_query": Param(d.get("throttle_query"), type=["null", "string"], title="Throttle query",
                                 description="One read-only SELECT on the primary returning a number (CPU %, a queue "
                                             "depth); batches wait while it is >= throttle_query_max.",

@@ -119,7 +119,7 @@ class PreflightOperator(BackfillOperator):
     keeps_lease = False  # it takes the lease
 
     def run(self, config, db, context):
-        self.log.info("resolved config: %s", config.to_dict())
+        self.log.info("config: %s", config.describe())
         if config.dry_run:
             import json
 
@@ -165,29 +165,15 @@ class PartitionBackfillOperator(BackfillOperator):
     def run(self, config, db, context):
         part = Partition.from_dict(self.partition)
         context["partition_label"] = part.label  # for map_index_template
-        started = time.monotonic()
 
         def on_batch(progress, chunk: Chunk, rows: int, seconds: float) -> None:
+            # the batch line, the run's progress and the summary in words are the engine's log lines
             metrics.batch(config.target_table, f"p{part.index}", rows, seconds)
-            done = progress.watermark - part.lo + 1
-            span = part.hi - part.lo + 1
-            elapsed = time.monotonic() - started
-            eta = elapsed * (span - done) / done if done else 0
-            self.log.info(
-                "batch %d keys (%d, %d]: %d rows in %.3fs (%.0f rows/s); partition %.1f%% done, ETA %.0fs",
-                progress.batches, chunk.lo, chunk.hi, rows, seconds, rows / seconds if seconds else 0,
-                100.0 * done / span, eta,
-            )
 
         with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
             result = lifecycle.copy_partition(config, db, self.partition, probes, owner_of(context), on_batch,
                                               control=variable_control(config.target_table))
         metrics.partition_attempt(config.target_table, f"p{part.index}", result)
-        self.log.info(
-            "partition %s done: %d rows in %d batches this attempt (%.1fs), %d transient yields, throttled %s",
-            part.label, result["attempt_rows"], result["attempt_batches"], result["attempt_seconds"],
-            result["retries"], result["throttled_seconds"] or "never",
-        )
         return result
 
 
@@ -215,7 +201,9 @@ class DecideOperator(BackfillOperator):
     def run(self, config, db, context):
         with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
             out = lifecycle.decide(config, db, probes, owner_of(context))
-        self.log.info("decision: %s; next: %s\n%s", out["decision"], out["next"], out["body"])
+        d = out["decision"]
+        self.log.info("decision: %s (%s); next: %s\n%s", d.get("branch"), "; ".join(d.get("reasons") or []) or
+                      "no reason given", out["next"], out["body"])
         return out
 
 
@@ -429,6 +417,8 @@ class ReportOperator(BackfillOperator):
         self.log.info("%s", line)
         self.log.info("report stored in the target database (connection %s): %s; local copy on this worker: %s",
                       config.conn_id, where, out)
+        self.log.info("the report as HTML with its charts (rows/s per partition, replica lag with the gate, "
+                      "throttled periods shaded): column report_html of %s, and %s", where, out / "report.html")
         self.log.info("report:\n%s", report.to_markdown(r))
         dag_run = context.get("dag_run")
         note = f"{line}\nReport: {where} on connection {config.conn_id}."

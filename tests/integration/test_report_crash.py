@@ -60,3 +60,38 @@ def test_a_killed_worker_is_reported_as_a_crash_and_its_retry_as_a_resume(env):
     assert where.startswith("zdt_backfill_reports (run_id = 'killed'")
     assert report.load(env.db, "killed")["crashes"] == 1
     assert report.history(env.db, target_table="users_new")[0]["run_id"] == "killed"
+
+
+def test_the_stored_report_has_an_html_page_with_charts_from_the_partitions_samples(env, caplog, tmp_path):
+    import base64
+    import logging
+    import re
+
+    from zdt_backfill import copier
+
+    seed_users(env, ROWS)
+    config = RunConfig.from_params(users_conf(env, batch_size=250, partitions=2, max_rows_per_second=2_000),
+                                   run_id="charts")
+    plan = run_preflight(config, env.db, [])
+    copier.SAMPLE_SECONDS, saved = 0.5, copier.SAMPLE_SECONDS
+    try:
+        with caplog.at_level(logging.INFO, logger="zdt_backfill"):
+            for p in plan.partitions:
+                PartitionCopier(config, env.db, Partition.from_dict(p), plan.key_index).run()
+    finally:
+        copier.SAMPLE_SECONDS = saved
+    # the task log: a line per batch with the effective rate and the throttle, the run's progress, words at the end
+    text = caplog.text
+    assert re.search(r"p0 \[1\.\.\d+\] batch 1: keys \(0, 250\] 250 rows in [\d.]+ s; effective [\d,]+ rows/s; "
+                     r"[\d.]+% done, ETA .*; lag n/a; throttle", text), text[:2000]
+    assert "run: " in text and "of the key span done" in text
+    assert re.search(r"p1 \[\d+\.\.5000\]: copied 2,[45]\d\d rows in 10 batches in .* this attempt, .* rows/s; .*"
+                     r"throttled .*\(rate ceiling", text)
+    r = report.from_state(config, env.db, {"state": "copied", "reason": "test", "success": True})
+    assert len(r["samples"]) >= 8 and {s["partition"] for s in r["samples"]} == {0, 1}
+    where = report.store(env.db, r)
+    (html,) = env.sql("SELECT report_html FROM zdt_backfill_reports WHERE run_id = 'charts'")[0]
+    pngs = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+    assert len(pngs) == 2 and all(base64.b64decode(p)[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs), where
+    out = report.write(r, tmp_path)
+    assert (out / "report.html").read_text() == html

@@ -74,9 +74,120 @@ def test_decide_names_the_kind_and_the_figure(readings, kind, reason):
     assert (d.kind, d.reason, d.throttle, d.halt) == (kind, reason, bool(kind), False)
 
 
-def test_critical_load_halts_before_anything_else():
+def test_critical_load_comes_first_and_drops_to_one_partition_instead_of_halting():
     d = decide(Readings(load={"threads_running": 120}, paused=True), L)
-    assert d.halt and d.kind == "critical" and d.reason == "critical threads_running=120>=100"
+    assert (d.throttle, d.halt, d.enter_single, d.kind) == (True, False, True, "critical-load")
+    assert d.reason == "critical threads_running=120>=100"
+
+
+SINGLE = {"reason": "critical threads_running=120>=100", "baseline": 2.0}
+
+
+def test_in_single_partition_mode_only_the_active_partition_goes():
+    assert not decide(Readings(load={"threads_running": 3}, single=SINGLE, active=True), L).throttle
+    d = decide(Readings(load={"threads_running": 3}, single=SINGLE, active=False), L)
+    assert (d.throttle, d.kind, d.halt) == (True, "critical-load", False) and "until row-lock waits" in d.reason
+    # still critical (the same episode): every partition holds, none enters the mode again
+    d = decide(Readings(load={"threads_running": 120}, single=SINGLE, active=True), L)
+    assert (d.throttle, d.halt, d.enter_single) == (True, False, False)
+
+
+def test_critical_load_again_after_it_cleared_in_single_partition_mode_halts():
+    d = decide(Readings(load={"threads_running": 120}, single=SINGLE, active=True, critical_recovered=True), L)
+    assert d.halt and d.kind == "critical" and "again with one partition active" in d.reason
+
+
+class FakeMode:
+    """The run's control row and checkpoints, in memory, shared by two partitions' throttlers."""
+
+    def __init__(self):
+        self.control: dict = {}
+        self.done: set[int] = set()
+        self.log: list[tuple] = []
+
+    def for_partition(self, index):
+        from zdt_backfill.throttler import CriticalMode
+
+        def enter(reason, baseline):
+            self.control["single_partition"] = {"reason": reason, "baseline": baseline}
+            self.log.append(("enter", index, baseline))
+
+        def leave(detail):
+            self.control.pop("single_partition", None)
+            self.log.append(("leave", index, detail))
+
+        return CriticalMode(index, "row_lock_waits_per_s", enter, leave,
+                            lambda: min({0, 1} - self.done, default=index))
+
+
+class FakeLoad:
+    def __init__(self, script):
+        self.script = list(script)
+
+    def read(self):
+        return dict(self.script.pop(0) if len(self.script) > 1 else self.script[0])
+
+
+def test_critical_load_drops_to_one_partition_until_row_lock_waits_return_to_baseline():
+    clock, now, sleep = fake_time()
+    mode = FakeMode()
+    limits = Limits(critical_load={"threads_running": 100})
+    quiet = {"threads_running": 5, "row_lock_waits_per_s": 2.0}
+    # p0: quiet (the baseline, median 2), critical twice, then busy row locks, then back to baseline
+    p0 = Throttler(None, 100, clock=now, sleep=sleep, limits=limits, control=lambda: dict(mode.control),
+                   load=FakeLoad([quiet] * 4 + [{"threads_running": 150, "row_lock_waits_per_s": 40.0}] * 2
+                                 + [{"threads_running": 5, "row_lock_waits_per_s": 9.0}]
+                                 + [quiet] * 3 + [quiet]), mode=mode.for_partition(0))
+    p1 = Throttler(None, 100, clock=now, sleep=sleep, limits=limits, control=lambda: dict(mode.control),
+                   load=FakeLoad([quiet]), mode=mode.for_partition(1))
+    for _ in range(4):  # four quiet readings: the baseline
+        p0.before_batch()
+        clock[0] += 1
+    p0.before_batch()  # critical: enters the mode, holds while critical, then goes (it is the active one)
+    assert mode.log[0] == ("enter", 0, 2.0) and p0.throttled_seconds["critical-load"] == pytest.approx(1.0)
+    assert mode.control["single_partition"]["baseline"] == 2.0
+    # p1 is not the lowest-numbered partition running: it holds until p0 sees 3 readings <= 2*1.1+1
+    clock[0] += 1
+    p0.before_batch()  # the first reading at baseline (9.0 > 3.2 did not count)
+    for _ in range(3):
+        clock[0] += 1
+        p0.before_batch()
+    assert mode.log[-1][0] == "leave" and "single_partition" not in mode.control
+    p1.before_batch()
+    assert p1.throttled_seconds["critical-load"] == 0  # the mode is over: p1 goes
+
+
+def test_the_partition_holding_in_single_mode_resumes_when_the_active_one_is_done():
+    clock, now, sleep = fake_time()
+    mode = FakeMode()
+    mode.control["single_partition"] = dict(SINGLE)
+    p1 = Throttler(None, 100, clock=now, sleep=sleep, limits=Limits(critical_load={"threads_running": 100}),
+                   control=lambda: dict(mode.control), load=FakeLoad([{"threads_running": 5}]),
+                   mode=mode.for_partition(1))
+
+    def finish_p0(seconds):
+        sleep(seconds)
+        if clock[0] >= 3:
+            mode.done.add(0)
+
+    p1.sleep = finish_p0
+    p1.before_batch()
+    assert 3 <= p1.throttled_seconds["critical-load"] <= 6  # held until p0 was done (re-read every 2 s)
+
+
+def test_critical_load_again_after_it_cleared_halts_the_throttler():
+    from zdt_backfill.throttler import CriticalLoadError
+
+    clock, now, sleep = fake_time()
+    mode = FakeMode()
+    limits = Limits(critical_load={"threads_running": 100})
+    t = Throttler(None, 100, clock=now, sleep=sleep, limits=limits, control=lambda: dict(mode.control),
+                  load=FakeLoad([{"threads_running": 150}, {"threads_running": 5, "row_lock_waits_per_s": 50.0},
+                                 {"threads_running": 150}]), mode=mode.for_partition(0))
+    t.before_batch()  # enters, holds, then goes on the quiet reading (row locks still high: mode stays)
+    clock[0] += 1
+    with pytest.raises(CriticalLoadError, match="again with one partition active"):
+        t.before_batch()
 
 
 def test_gates_that_are_off_never_throttle():
@@ -273,3 +384,17 @@ def test_the_ceiling_follows_the_work_when_a_partition_finishes():
     t.control = lambda: {"max_rows_per_second": 300}
     t._apply_control(t.control())
     assert t.rate == 300
+
+
+def test_a_siblings_trip_in_the_same_episode_joins_the_mode_and_a_trip_after_recovery_does_not():
+    clock, now, sleep = fake_time()
+    mode = FakeMode()
+    mode.control["single_partition"] = dict(SINGLE)  # set by p1 whose batch was cancelled first
+    p0 = Throttler(None, 100, clock=now, sleep=sleep, limits=Limits(critical_load={"threads_running": 100}),
+                   control=lambda: dict(mode.control),
+                   load=FakeLoad([{"threads_running": 150}, {"threads_running": 150}, {"threads_running": 5}]),
+                   mode=mode.for_partition(0))
+    p0.join_single()  # p0's own batch was cancelled in the same episode: it joins, nothing is set again
+    assert not p0.critical_recovered and mode.log == []
+    p0.before_batch()  # holds while critical (no halt: the same episode), then goes: p0 is the lowest running
+    assert p0.critical_recovered and p0.throttled_seconds["critical-load"] == pytest.approx(1.0)

@@ -88,7 +88,7 @@ def test_a_crashed_attempt_and_its_resume_are_reported():
     assert r["throttled_by_reason"] == {"rate": 15.75, "replica_lag": 2.0}
     md = to_markdown(r)
     assert "partition attempts: 3; crashed (worker died, no end recorded): 1; failed: 0; resumed from a checkpoint: 1" in md
-    assert "throttled: 0.0 s summed over partitions (rate 15.8 s, replica_lag 2.0 s)" in md
+    assert "throttled: 0.0 s summed over partitions (rate ceiling 15.8 s, replica_lag 2.0 s)" in md
     assert "| p0 | 1..1000 | 1,000 | 1,000 | 10 | 2 | 1 | 1 |" in md
     assert "1 crashed attempt(s) resumed" in summary(r)
 
