@@ -206,9 +206,14 @@ def reset(db: Database, pair: localdb.Pair) -> None:
     localdb.wait_replica_caught_up(pair, timeout=600)
 
 
+def has_fused(db: Database) -> bool:
+    """Whether the engine has a fused batch statement (PostgreSQL); MariaDB always runs ``statements``."""
+    return db.dialect.fused_copy_batch_sql("a", "b", "id", {}, lambda *a: "") is not None
+
+
 def breakdown(name: str, db: Database, pair: localdb.Pair) -> None:
     emit(f"\n### {name}: per batch (batch {BATCH:,}, {ROWS:,} rows, one partition, current batch path)\n")
-    paths = [p for p in PartitionCopier.BATCH_PATHS]
+    paths = [p for p in PartitionCopier.BATCH_PATHS if p != "fused" or has_fused(db)]
     for path in paths:
         reset(db, pair)
         rec = Recorder()
@@ -337,7 +342,8 @@ def monolithic(db: Database) -> None:
 
 
 def variants(name: str, db: Database, pair: localdb.Pair) -> None:
-    paths = [p for p in os.environ.get("PROFILE_VARIANTS", ",".join(PartitionCopier.BATCH_PATHS)).split(",") if p]
+    paths = [p for p in os.environ.get("PROFILE_VARIANTS", ",".join(PartitionCopier.BATCH_PATHS)).split(",")
+             if p and (p != "fused" or has_fused(db))]
     emit(f"\n### {name}: whole-table copies, {ROWS:,} rows, batch {BATCH:,}, {ROUNDS} alternating rounds\n")
     secs: dict[str, list[float]] = defaultdict(list)
     ratios: dict[str, list[float]] = defaultdict(list)
