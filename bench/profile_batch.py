@@ -42,6 +42,7 @@ for _p in (ROOT / "include", ROOT / "scripts", ROOT / "bench"):
         sys.path.insert(0, str(_p))
 
 import common  # noqa: E402
+
 import localdb  # noqa: E402
 from zdt_backfill.chunker import Partition  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
