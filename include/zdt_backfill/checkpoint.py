@@ -168,13 +168,32 @@ class CheckpointStore:
         guard_sql, guard_params = guard
         n = self.db.execute(
             conn,
-            f"UPDATE {self.checkpoints} SET watermark = %s, rows_written = rows_written + %s,"
-            f" keys_scanned = keys_scanned + %s, batches = batches + 1, status = 'copying',"
-            f" updated_at = {self._now} WHERE run_id = %s AND partition_no = %s AND watermark = %s AND {guard_sql}",
+            self.advance_sql("%s", "%s", "%s", "%s", "%s", "%s", guard_sql),
             (new, rows, keys, run_id, partition_no, old, *guard_params),
         )
         if n == 1:
             return
+        self.advance_failed(conn, run_id, partition_no, old, guard)
+
+    def advance_sql(self, new: str, rows: str, keys: str, run_id: str, partition_no: str, old: str,
+                    guard_sql: str, extra_where: str = "") -> str:
+        """The guarded checkpoint UPDATE of :meth:`advance`, each value an SQL expression or
+        placeholder (the fused batch statement of :meth:`~.dialects.Dialect.fused_copy_batch_sql`
+        writes its own chunk end and row count in)."""
+        return (
+            f"UPDATE {self.checkpoints} SET watermark = {new}, rows_written = rows_written + {rows},"
+            f" keys_scanned = keys_scanned + {keys}, batches = batches + 1, status = 'copying',"
+            f" updated_at = {self._now} WHERE {extra_where}run_id = {run_id} AND partition_no = {partition_no}"
+            f" AND watermark = {old} AND {guard_sql}"
+        )
+
+    def advance_failed(self, conn: Any, run_id: str, partition_no: int, old: int, guard: tuple[str, tuple]) -> None:
+        """The checkpoint UPDATE matched no row: roll the batch back and say why.
+
+        :raises RunStoppedError: the guard no longer holds (stopped, halted, taken over).
+        :raises CheckpointConflictError: the watermark moved under us.
+        """
+        guard_sql, guard_params = guard
         conn.rollback()
         still = self.db.query(conn, f"SELECT {guard_sql}", guard_params)[0][0]
         conn.rollback()

@@ -109,6 +109,14 @@ class PartitionCopier:
     scanned (the seed's circuit breaker); above it the partition fails and the run halts.
     """
 
+    #: How a copy batch reaches the server: ``fused`` (the chunk end, the insert-if-absent and the
+    #: checkpoint UPDATE in one statement, :meth:`~.dialects.Dialect.fused_copy_batch_sql`, then
+    #: COMMIT: two round trips) or ``statements`` (chunk-end read, INSERT, checkpoint UPDATE,
+    #: COMMIT: four). Fill mode and the rollback phase always use ``statements``; so does a copy
+    #: batch whose fused statement failed on data (the chunk is then known for key-by-key isolation).
+    BATCH_PATHS = ("fused", "statements")
+    batch_path = "fused"
+
     def __init__(
         self,
         config: RunConfig,
@@ -159,6 +167,9 @@ class PartitionCopier:
                 self.batch_sql = d.fill_batch_sql(config.source_table, config.key, config.columns, db.schema, types)
         self.tag = f"zdt_backfill:{config.run_id}:p{partition.index}"
         self.batch_sql = d.tag_statement(self.batch_sql, self.tag)
+        self._key_index, self._types = key_index, (types if phase == COPY else None)
+        self._fused: str | None = None  # the fused batch statement (built in run(), once the guard is known)
+        self._fused_params: dict[str, Any] = {}
         self.on_batch = on_batch
         self.retries = 0
         self._resync = False
@@ -231,6 +242,24 @@ class PartitionCopier:
         self._drop_connection()  # a fresh connection also recovers from a killed session
 
     # ------------------------------------------------------------------ one batch
+    def _build_fused(self) -> None:
+        """The fused batch statements of this copy (see :attr:`batch_path`), once the guard is known."""
+        self._fused = None
+        if self.phase != COPY or self.config.mode != "copy" or self.batch_path != "fused":
+            return
+        c, d = self.config, self.db.dialect
+        guard_sql, guard_params = self._guard
+        parts = guard_sql.split("%s")
+        named_guard = "".join(p + (f"%(g{i})s" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+        self._fused_params = {"run": self.run_key, "part": self.partition.index,
+                              **{f"g{i}": v for i, v in enumerate(guard_params)}}
+
+        def checkpoint(new: str, rows: str, keys: str, extra_where: str) -> str:
+            return self.store.advance_sql(new, rows, keys, "%(run)s", "%(part)s", "%(lo)s", named_guard, extra_where)
+
+        self._fused = d.fused_copy_batch_sql(c.source_table, c.target_table, c.key, c.columns, checkpoint,
+                                             self.db.schema, self._key_index, self._types, tag=self.tag)
+
     def _batch(self, progress: PartitionProgress) -> tuple[Chunk, int] | None:
         conn = self._connection()
         if self._resync:
@@ -242,6 +271,49 @@ class PartitionCopier:
                          self.partition.label, committed)
                 self.chunker.open_at_watermark(committed)
             self._resync = False
+        if self._fused:
+            return self._batch_fused(conn)
+        return self._batch_statements(conn)
+
+    def _batch_fused(self, conn: Any) -> tuple[Chunk, int] | None:
+        """One batch as one statement plus COMMIT. A plain INSERT that meets a key dual-written
+        since the statement's snapshot (a unique violation), or a batch that fails on data, is
+        rolled back and done again by :meth:`_batch_statements` (``ON CONFLICT`` / the chunk known)."""
+        lo = self.chunker.watermark
+        if lo >= self.partition.hi:
+            conn.rollback()
+            return None
+        params = {**self._fused_params, "lo": lo, "hi": self.partition.hi, "n": self.chunker.batch_size}
+        try:
+            rows = self.db.query_last(conn, self._fused, params)
+        except BaseException as exc:
+            try:
+                conn.rollback()
+            except Exception:
+                self._conn = None
+            if not self.db.is_permanent(exc):
+                raise
+            log.info("partition %s: the batch after key %d is done again statement by statement (%s)",
+                     self.partition.label, lo, str(exc).splitlines()[0][:200])
+            return self._batch_statements(self._connection())
+        try:
+            hi, keys, written, updated = rows[0]
+            if hi is None:
+                conn.rollback()
+                return None
+            self._chunk = chunk = Chunk(lo, int(hi), int(keys))
+            if int(updated) != 1:
+                self.store.advance_failed(conn, self.run_key, self.partition.index, lo, self._guard)
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:
+                self._conn = None
+            raise
+        return chunk, max(int(written), 0)
+
+    def _batch_statements(self, conn: Any) -> tuple[Chunk, int] | None:
         try:
             chunk = self.chunker.next(conn)
             self._chunk = chunk
@@ -341,6 +413,7 @@ class PartitionCopier:
         if self.phase == COPY:
             self.handle.transition(COPYING, f"partition {self.partition.label} copying")
         self._guard = self.handle.guard((self.state,))
+        self._build_fused()
         with self.db.session() as conn:
             progress = self.store.open_partition(
                 conn, self.run_key, self.partition.index, self.partition.lo, self.partition.hi

@@ -151,6 +151,19 @@ class Database:
             return list(cur.fetchall()) if cur.description else []
 
     @staticmethod
+    def query_last(conn: Any, sql: str, params: Any = ()) -> list[tuple]:
+        """Run a statement, or several separated by ``;`` (MySQL multi-statements), and return
+        the rows of the last result set; every result is read, so an error in any statement
+        raises here."""
+        with contextlib.closing(conn.cursor()) as cur:
+            cur.execute(sql, params)
+            rows = list(cur.fetchall()) if cur.description else []
+            nextset = getattr(cur, "nextset", None)
+            while nextset is not None and nextset():
+                rows = list(cur.fetchall()) if cur.description else []
+            return rows
+
+    @staticmethod
     def query_dicts(conn: Any, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """Run a statement and return its rows as dicts keyed by column name."""
         with contextlib.closing(conn.cursor()) as cur:
@@ -166,6 +179,14 @@ class Database:
         with contextlib.closing(conn.cursor()) as cur:
             cur.execute(sql, params)
             return cur.rowcount
+
+    def set_autocommit(self, conn: Any) -> None:
+        """Put an open connection in autocommit (a probe's single reads then need no ROLLBACK)."""
+        conn.rollback()
+        if self.dialect.name == "postgres":
+            conn.autocommit = True
+        else:
+            conn.autocommit(True)
 
     def run_autocommit(self, sql: str, params: tuple = ()) -> None:
         """Run one statement outside a transaction (``VACUUM`` cannot run inside one)."""

@@ -221,6 +221,29 @@ class Dialect:
         exprs = ", ".join(expr(e) for e in columns.values())
         return f"SELECT {k}, {exprs} FROM {self.table(source, schema)} WHERE {k} > %s AND {k} <= %s"
 
+    def fused_copy_batch_sql(
+        self, source: str, target: str, key: str, columns: dict[str, str], checkpoint: Any,
+        schema: str | None = None, key_index: str | None = None, types: dict[str, Any] | None = None,
+        plain_when_empty: bool = True, tag: str = "",
+    ) -> str | None:
+        """One copy batch in one round trip: the chunk end, the insert-if-absent and the guarded
+        checkpoint UPDATE (the guarantees of :meth:`copy_batch_sql`, :meth:`chunk_end_sql` and
+        :meth:`~.checkpoint.CheckpointStore.advance`, unchanged); ``None`` when the engine has none.
+
+        Named params: ``lo`` (the watermark), ``hi`` (the partition's last key), ``n`` (the batch
+        size), ``run``, ``part`` and the guard's (``checkpoint(new, rows, keys, extra_where)``
+        renders the UPDATE with them). Returns one row ``(chunk_end, keys, rows_written,
+        checkpoints_updated)``; ``chunk_end`` NULL when the partition is done, ``checkpoints_updated``
+        0 when the guard or the old watermark no longer holds (the caller rolls back).
+
+        ``plain_when_empty`` (PostgreSQL): when the target holds no key of the chunk (read in the
+        statement's snapshot) the rows go in by a plain ``INSERT`` (no ``ON CONFLICT``
+        speculative insertion, a third of the statement's time); a row the application
+        dual-writes after that snapshot then fails the batch with a unique violation (never
+        overwritten), and the caller redoes the batch with ``plain_when_empty=False``.
+        """
+        return None
+
     # ------------------------------------------------------------------ session
     def session_setup(self, lock_timeout_s: float, statement_timeout_s: float, tag: str) -> list[tuple[str, Params]]:
         """Statements that make a backfill session safe: short lock waits, a statement
@@ -634,6 +657,34 @@ class PostgresDialect(Dialect):
             f" SELECT {exprs} FROM {self.table(source, schema)}"
             f" WHERE {k} > %s AND {k} <= %s {self.share_lock}"
             f" ON CONFLICT ({k}) DO NOTHING"
+        )
+
+    def fused_copy_batch_sql(self, source, target, key, columns, checkpoint, schema=None, key_index=None, types=None,
+                             plain_when_empty=True, tag=""):
+        k = self.quote(key)
+        cols, exprs = self._copy_lists(k, columns, types)
+        src, tgt = self.table(source, schema), self.table(target, schema)
+        rows = f"INSERT INTO {tgt} ({cols}) SELECT {exprs} FROM {src} WHERE {k} > %(lo)s AND {k} <= (SELECT hi FROM e)"
+        if plain_when_empty:
+            inserts = (
+                f" f AS (SELECT NOT EXISTS (SELECT 1 FROM {tgt} WHERE {k} > %(lo)s AND {k} <= (SELECT hi FROM e)) AS empty),"
+                f" plain AS ({rows} AND (SELECT empty FROM f) {self.share_lock} RETURNING 1),"
+                f" guarded AS ({rows} AND NOT (SELECT empty FROM f) {self.share_lock}"
+                f" ON CONFLICT ({k}) DO NOTHING RETURNING 1),"
+                " w AS (SELECT (SELECT count(*) FROM plain) + (SELECT count(*) FROM guarded) AS n),"
+            )
+        else:
+            inserts = (
+                f" guarded AS ({rows} {self.share_lock} ON CONFLICT ({k}) DO NOTHING RETURNING 1),"
+                " w AS (SELECT count(*) AS n FROM guarded),"
+            )
+        cp = checkpoint("(SELECT hi FROM e)", "(SELECT n FROM w)", "(SELECT keys FROM e)",
+                        "(SELECT hi FROM e) IS NOT NULL AND ")
+        return (
+            f"WITH e AS (SELECT max(b.{k}) AS hi, count(*) AS keys FROM (SELECT {k} FROM {src}"
+            f" WHERE {k} > %(lo)s AND {k} <= %(hi)s ORDER BY {k} LIMIT %(n)s) AS b),"
+            f"{inserts} cp AS ({cp} RETURNING 1)"
+            " SELECT e.hi, e.keys, w.n, (SELECT count(*) FROM cp) FROM e, w"
         )
 
     def session_setup(self, lock_timeout_s, statement_timeout_s, tag):

@@ -424,9 +424,9 @@ class RunHandle:
             if self._control_conn is None:
                 self._control_conn = self.db.connect()
                 self._control_key = self.lock_key(self._control_conn)
+                self.db.set_autocommit(self._control_conn)  # one round trip a read, no ROLLBACK after it
             rows = self.db.query(self._control_conn, f"SELECT control FROM {self.store.runs} WHERE lock_key = %s",
                                  (self._control_key,))
-            self._control_conn.rollback()
         except Exception as exc:  # the batches will meet the same trouble; control is read again next time
             log.warning("live control unreadable: %s", exc)
             self.close()

@@ -509,3 +509,56 @@ def test_rollback_refuses_to_touch_another_runs_target(env):
     with pytest.raises(RunStoppedError, match="does not hold the backfill lock"):
         rollback.stop(mine, env.db, RunHandle(env.db, mine), "late rollback of the old run")
     assert env.scalar("SELECT count(*) FROM users_new") == 100
+
+
+def _hold_then_commit(env, statements, seconds):
+    """An application transaction: run ``statements`` (sql, params), hold them ``seconds``, commit."""
+    conn = env.db.connect()
+    for sql, params in statements:
+        env.db.execute(conn, sql, params)
+    ready = threading.Event()
+
+    def finish():
+        ready.set()
+        time.sleep(seconds)
+        conn.commit()
+        conn.close()
+
+    th = threading.Thread(target=finish)
+    th.start()
+    ready.wait()
+    return th
+
+
+def test_a_delete_committed_while_the_batch_waits_for_its_row_is_not_resurrected(env):
+    """The application deletes a source row (and its dual-written target row) in a transaction
+    open when the batch reaches the row: the batch's shared lock waits (and retries) until the
+    delete commits, then the row is gone from the source and is not copied back."""
+    seed_users(env, 3_000)
+    app = _hold_then_commit(env, [("DELETE FROM users_new WHERE id = %s", (1_500,)),
+                                  ("DELETE FROM users_legacy WHERE id = %s", (1_500,))], 1.5)
+    try:
+        _, _, results = backfill(env, batch_size=1_000, partitions=1, lock_timeout_seconds=0.2)
+    finally:
+        app.join()
+    assert env.scalar("SELECT count(*) FROM users_new WHERE id = 1500") == 0
+    assert env.scalar("SELECT count(*) FROM users_new") == 2_999
+    assert results[0].progress["rows_written"] == 2_999 and results[0].retries >= 1
+    assert projection_diff(env) == 0
+
+
+def test_a_row_dual_written_into_a_chunk_the_batch_saw_empty_is_kept(env):
+    """The fused batch inserts a chunk whose target keys are all absent with a plain INSERT; an
+    application row written into that chunk after the batch's snapshot fails it with a unique
+    violation, and the batch is done again with insert-if-absent: the application's row stays."""
+    seed_users(env, 3_000)
+    app = _hold_then_commit(env, [("INSERT INTO users_new (id, email_normalized, data_hash)"
+                                   " VALUES (%s, 'written-by-app', 'x')", (1_200,))], 1.0)
+    try:
+        _, _, results = backfill(env, batch_size=1_000, partitions=1, lock_timeout_seconds=5)
+    finally:
+        app.join()
+    assert env.sql("SELECT email_normalized, data_hash FROM users_new WHERE id = 1200")[0] == ("written-by-app", "x")
+    assert env.scalar("SELECT count(*) FROM users_new") == 3_000
+    assert results[0].progress["rows_written"] == 2_999
+    assert results[0].progress["keys_scanned"] == 3_000 and results[0].progress["batches"] == 3

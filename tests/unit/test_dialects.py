@@ -244,3 +244,28 @@ def test_column_types_are_read_from_the_catalog_on_both_engines(dialect):
     assert ("format_type" in sql and "typcategory" in sql) if dialect is PG else (
         "information_schema.columns" in sql and "datetime_precision" in sql and "character_set_name" in sql)
     assert params == (('"app"."t"',) if dialect is PG else ("app", "t"))
+
+
+def test_postgres_fused_batch_is_one_statement_with_the_guarded_checkpoint():
+    def checkpoint(new, rows, keys, extra_where):
+        return f"UPDATE cp SET watermark = {new}, rows = rows + {rows}, keys = keys + {keys} WHERE {extra_where}run = %(run)s"
+
+    sql = PG.fused_copy_batch_sql("users_legacy", "users_new", "id", COLS, checkpoint)
+    assert sql.count(";") == 0 and "OFFSET" not in sql.upper()
+    # the chunk: the n-th key above the watermark, inside the partition
+    assert 'WHERE "id" > %(lo)s AND "id" <= %(hi)s ORDER BY "id" LIMIT %(n)s' in sql
+    # both inserts read the source under a shared lock, bounded by the chunk end
+    assert sql.count('WHERE "id" > %(lo)s AND "id" <= (SELECT hi FROM e)') == 3  # the emptiness probe + 2 inserts
+    assert sql.count("FOR SHARE") == 2
+    # plain INSERT only when the target holds none of the chunk's keys, ON CONFLICT DO NOTHING otherwise
+    assert 'AND (SELECT empty FROM f) FOR SHARE RETURNING 1' in sql
+    assert 'AND NOT (SELECT empty FROM f) FOR SHARE ON CONFLICT ("id") DO NOTHING RETURNING 1' in sql
+    assert "DO UPDATE" not in sql
+    assert ("cp AS (UPDATE cp SET watermark = (SELECT hi FROM e), rows = rows + (SELECT n FROM w),"
+            " keys = keys + (SELECT keys FROM e) WHERE (SELECT hi FROM e) IS NOT NULL AND run = %(run)s RETURNING 1)") in sql
+    guarded = PG.fused_copy_batch_sql("users_legacy", "users_new", "id", COLS, checkpoint, plain_when_empty=False)
+    assert "empty" not in guarded and guarded.count("ON CONFLICT") == 1
+
+
+def test_mysql_has_no_fused_batch():
+    assert MY.fused_copy_batch_sql("a", "b", "id", COLS, lambda *a: "") is None
