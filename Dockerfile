@@ -10,6 +10,7 @@
 #   pyrate-limiter  - the engine's rows/s token bucket (include/zdt_backfill/throttler.py).
 #                     Not in the official image.
 #   sqlglot         - parses column expressions in pre-flight (include/zdt_backfill/expressions.py).
+#   matplotlib      - the report's PNG charts (include/zdt_backfill/report_html.py, Agg backend).
 #   psycopg[binary] - psycopg 3, imported directly by include/zdt_backfill/db.py and used by
 #                     PostgresHook. Only recent postgres providers require it (older ones had
 #                     it as an optional extra), so it is pinned here rather than assumed.
@@ -31,7 +32,8 @@ RUN pip install --no-cache-dir \
     "apache-airflow==${AIRFLOW_VERSION}" \
     "pyrate-limiter==4.5.1" \
     "psycopg[binary]==3.3.9" \
-    "sqlglot==30.30.0"
+    "sqlglot==30.30.0" \
+    "matplotlib==3.11.2"
 
 # The sources are built from a scratch copy: setuptools writes its build files next to them,
 # and the airflow user cannot write under /opt.
