@@ -532,7 +532,7 @@ class Throttler:
             self._at_baseline = 0
             return
         self._recovered = True
-        if not readings.active:
+        if not readings.active or d.throttle:  # counted only while the one partition copies
             return
         base = float(readings.single.get("baseline") or 0.0)
         limit = base * BASELINE_FACTOR + BASELINE_SLACK

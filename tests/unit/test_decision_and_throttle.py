@@ -398,3 +398,20 @@ def test_a_siblings_trip_in_the_same_episode_joins_the_mode_and_a_trip_after_rec
     assert not p0.critical_recovered and mode.log == []
     p0.before_batch()  # holds while critical (no halt: the same episode), then goes: p0 is the lowest running
     assert p0.critical_recovered and p0.throttled_seconds["critical-load"] == pytest.approx(1.0)
+
+
+def test_baseline_readings_count_only_while_the_active_partition_copies():
+    clock, now, sleep = fake_time()
+    mode = FakeMode()
+    mode.control["single_partition"] = dict(SINGLE)
+    vacuum = {"threads_running": 5, "vacuum_on_tables": 1, "row_lock_waits_per_s": 0.0}
+    quiet = {"threads_running": 5, "vacuum_on_tables": 0, "row_lock_waits_per_s": 0.0}
+    t = Throttler(None, 100, clock=now, sleep=sleep,
+                  limits=Limits(max_load={"vacuum_on_tables": 1}, critical_load={"threads_running": 100}),
+                  control=lambda: dict(mode.control), load=FakeLoad([vacuum] * 4 + [quiet]), mode=mode.for_partition(0))
+    t.before_batch()  # held by autovacuum for four readings at row-lock baseline: they do not count
+    assert "single_partition" in mode.control and t.throttled_seconds["load"] == pytest.approx(2.0)
+    for _ in range(2):
+        clock[0] += 1
+        t.before_batch()
+    assert mode.log[-1][0] == "leave"  # three readings while copying
