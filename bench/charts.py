@@ -6,7 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-APPROACHES = ("monolithic", "keyset_1000", "seed_row_loop", "engine_batch_1000", "engine_batch_50000")
+BASELINES = ("monolithic", "keyset_1000", "seed_row_loop", "engine_batch_1000")
+
+
+def approaches(results: dict[str, Any]) -> list[str]:
+    """The copy approaches measured: the baselines, then the dev-profile runs by partition count."""
+    dev = sorted({k for e in results.get("engines", {}).values() for k in e if k.startswith("engine_dev_p")},
+                 key=lambda k: int(k.rsplit("p", 1)[1]))
+    return [*BASELINES, *dev]
 
 
 def write(results: dict[str, Any], out: Path) -> list[Path]:
@@ -25,6 +32,7 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
     paths = []
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / max(1, len(names))
+    APPROACHES = approaches(results)
     for i, n in enumerate(names):
         vals = [engines[n].get(a, {}).get("rows_per_second", 0) for a in APPROACHES]
         extra = engines[n].get("pt_archiver_rows_per_s")
@@ -41,9 +49,10 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    cats = [f"{label[n]} batch {bs:,}" for n in names for bs in (1000, 50000)]
-    p50 = [engines[n].get(f"engine_batch_{bs}", {}).get("batch_p50_ms", 0) for n in names for bs in (1000, 50000)]
-    p99 = [engines[n].get(f"engine_batch_{bs}", {}).get("batch_p99_ms", 0) for n in names for bs in (1000, 50000)]
+    runs = [a for a in APPROACHES if a.startswith("engine_")]
+    cats = [f"{label[n]} {a.removeprefix('engine_')}" for n in names for a in runs]
+    p50 = [engines[n].get(a, {}).get("batch_p50_ms", 0) for n in names for a in runs]
+    p99 = [engines[n].get(a, {}).get("batch_p99_ms", 0) for n in names for a in runs]
     xs = range(len(cats))
     ax.bar([x - 0.2 for x in xs], p50, 0.4, label="p50")
     ax.bar([x + 0.2 for x in xs], p99, 0.4, label="p99")

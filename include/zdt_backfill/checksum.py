@@ -431,7 +431,8 @@ def validate(
                 if result.sampling:
                     checker.check_chunk(rng, None)
                 else:
-                    checker.walk(rng, BatchSizer(initial, c.validation_chunk_seconds, MIN_CHUNK_ROWS, MAX_CHUNK_ROWS))
+                    checker.walk(rng, BatchSizer(initial, c.validation_chunk_seconds, MIN_CHUNK_ROWS, MAX_CHUNK_ROWS,
+                                                    start=initial))
 
     workers = max(1, min(len(work), len(partitions) or 1, MAX_WORKERS))
     groups = [work[i::workers] for i in range(workers)]

@@ -387,9 +387,14 @@ class RunConfig:
         lag = (f"batches wait while a replica lags over {self.max_replica_lag_seconds:g} s"
                if self.max_replica_lag_seconds else "no replica-lag gate")
         replicas = ", ".join(self.replica_conn_ids) or "none"
+        from .chunker import BatchSizer
+
+        first = BatchSizer(self.batch_size, self.target_batch_seconds, self.min_batch_size, self.max_batch_size).size
+        sizing = (f"batches of up to {self.batch_size:,} rows (from {first:,}, "
+                  f"at least {self.min_batch_size:,}, each within {self.target_batch_seconds:g} s)"
+                  if self.target_batch_seconds > 0 else f"batches of {self.batch_size:,} rows")
         return (f"{what} by key {self.key} on connection {self.conn_id} (replicas: {replicas}); columns: {cols}; "
-                f"profile {self.profile.name}: {self.partitions} partition(s), batches of {self.batch_size:,} rows "
-                f"(at least {self.min_batch_size:,}, aiming at {self.target_batch_seconds:g} s each), {rate}, {lag}; "
+                f"profile {self.profile.name}: {self.partitions} partition(s), {sizing}, {rate}, {lag}; "
                 f"validation {self.validation} on the {self.validation_source}; dual-write {self.dual_write}, "
                 f"approval {self.approval}, legacy table: {self.legacy_action}")
 

@@ -21,6 +21,7 @@ import json
 import math
 from typing import Any
 
+from .chunker import BatchSizer
 from .config import RunConfig
 from .db import Database
 from .preflight import _walk, inspect
@@ -158,6 +159,8 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
         else:
             stmt = d.fill_batch_sql(c.source_table, c.key, c.columns, db.schema, types)
         chunk_sql = d.chunk_end_sql(c.source_table, c.key, db.schema)
+        # the copy's first batch size (a time-targeted run starts small and grows with measured speed)
+        first_size = BatchSizer(c.batch_size, c.target_batch_seconds, c.min_batch_size, c.max_batch_size).size
 
         partitions, full_scans, first_cost = [], [], None
         for p in plan.partitions:
@@ -165,7 +168,7 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
             for _ in range(max(1, first_batches)):
                 if watermark >= p["hi"]:
                     break
-                end, keys = db.query(conn, chunk_sql, (watermark, p["hi"], c.batch_size))[0]
+                end, keys = db.query(conn, chunk_sql, (watermark, p["hi"], first_size))[0]
                 if end is None:
                     break
                 batches.append({"lo_exclusive": watermark, "hi": int(end), "keys": int(keys)})
@@ -201,6 +204,7 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
         "key_index": plan.key_index,
         "profile": c.profile.name,
         "batch_size": c.batch_size,
+        "first_batch_size": first_size,
         "min_key": plan.min_key,
         "max_key": plan.max_key,
         "batch_statement": stmt,

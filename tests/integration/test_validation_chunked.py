@@ -90,6 +90,7 @@ def test_checklist_items_pass_and_fail_on_crafted_cases(env):
     assert items["row_count_parity"]["status"] == "pass"
     assert items["whole_table_checksum"]["status"] == "n/a"  # transformed columns
     assert items["no_nulls_left"]["status"] == "pass"
+    assert items["no_nulls_left"]["implied_by_validation"]  # every key compared: no table-wide join
     assert items["no_orphaned_foreign_keys"]["status"] == "n/a"
     assert items["cache_hit_ratio"]["status"] in ("pass", "warn") and "miss_ratio" in items["cache_hit_ratio"]
     assert items["replicas_caught_up"]["status"] == "n/a"
@@ -105,6 +106,7 @@ def test_checklist_items_pass_and_fail_on_crafted_cases(env):
     v = checksum.validate(config, env.db, parts, sleep=no_wait)
     items = {i["name"]: i for i in run_checklist(config, env.db, v, [])}
     assert items["no_nulls_left"]["status"] == "fail" and items["no_nulls_left"]["nulls"] == 1
+    assert not items["no_nulls_left"]["implied_by_validation"]  # differences found: counted by the query
     fk = items["no_orphaned_foreign_keys"]
     assert fk["status"] == "fail" and fk["orphans"] == 1 and fk["foreign_keys"][0]["parent"] == "users_new.id"
     assert items["row_count_parity"]["status"] == "fail"

@@ -324,15 +324,22 @@ def test_batch_sizer_follows_spirits_rule():
     assert s.feedback(1_000, 0.1) == 1_500  # 5x too fast: grows, at most 1.5x a step
     assert s.feedback(1_500, 0.15) == 2_250
     for _ in range(10):
-        s.feedback(s.size, s.size * 0.0001)  # 0.1 ms a key: aims at 5,000 keys per 0.5 s
-    assert s.size == 5_000
-    assert s.feedback(5_000, 2.6) == 500  # a batch took over 5x the target: shrink 10x at once
-    assert s.halve() and s.size == 250
+        s.feedback(s.size, s.size * 0.0001)  # 0.1 ms a key: aims the slow end at 0.7 x 0.5 s = 3,500 keys
+    assert abs(s.size - 3_500) <= 1
+    assert s.feedback(s.size, 2.6) == 349  # a batch took over 5x the target: shrink 10x at once
+    assert s.halve() and s.size == 174
     while s.halve():
         pass
     assert s.size == 100  # the floor
     fixed = BatchSizer(1_000, 0, 1_000, 1_000)
     assert fixed.feedback(1_000, 30.0) == 1_000  # target 0: fixed size
+    # a time-targeted run starts at 1,000 rows (pt-osc, Spirit) and grows 1.5x a batch toward the target
+    big = BatchSizer(50_000, 0.5, 1_000, 50_000)
+    assert big.size == 1_000
+    sizes = [big.size] + [big.feedback(big.size, big.size * 1e-6) for _ in range(10)]
+    assert sizes == [1_000, 1_500, 2_250, 3_375, 5_062, 7_593, 11_389, 17_083, 25_624, 38_436, 50_000]
+    assert BatchSizer(50_000, 0, 1_000, 50_000).size == 50_000  # fixed size: batch_size from the first batch
+    assert BatchSizer(50_000, 0.5, 5_000, 50_000).size == 5_000  # never under the floor
 
 
 def test_load_collector_turns_counters_into_rates():
