@@ -231,6 +231,14 @@ class PartitionCopier:
                 pass
         self._conn = None
 
+    def _rollback_or_forget(self, conn: Any) -> None:
+        """Roll back the batch in flight; a connection that cannot even roll back (killed, reset)
+        is forgotten, so the next batch reconnects."""
+        try:
+            conn.rollback()
+        except Exception:
+            self._conn = None
+
     def _before_retry(self, state: RetryCallState) -> None:
         self.retries += 1
         self._resync = True
@@ -287,10 +295,7 @@ class PartitionCopier:
         try:
             rows = self.db.query_last(conn, self._fused, params)
         except BaseException as exc:
-            try:
-                conn.rollback()
-            except Exception:
-                self._conn = None
+            self._rollback_or_forget(conn)
             if not self.db.is_permanent(exc):
                 raise
             log.info("partition %s: the batch after key %d is done again statement by statement (%s)",
@@ -306,10 +311,7 @@ class PartitionCopier:
                 self.store.advance_failed(conn, self.run_key, self.partition.index, lo, self._guard)
             conn.commit()
         except BaseException:
-            try:
-                conn.rollback()
-            except Exception:
-                self._conn = None
+            self._rollback_or_forget(conn)
             raise
         return chunk, max(int(written), 0)
 
@@ -327,10 +329,7 @@ class PartitionCopier:
             )
             conn.commit()
         except BaseException:
-            try:
-                conn.rollback()
-            except Exception:
-                self._conn = None
+            self._rollback_or_forget(conn)
             raise
         return chunk, max(rows, 0)
 

@@ -83,33 +83,29 @@ def charts(samples: list[Mapping[str, Any]], gate_seconds: float | None, halt_se
         for i, (a, b) in enumerate(spans):
             ax.axvspan(a, b, color="tab:orange", alpha=0.15, lw=0, label="throttled" if i == 0 else None)
 
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    for p, pts in rates(samples).items():
-        if pts:
-            ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", label=f"p{p}")
-    shade(ax)
-    ax.set_xlabel("seconds since the copy started")
-    ax.set_ylabel("rows/s")
-    ax.set_title("Rows/s per partition")
-    ax.legend(loc="upper right", fontsize=8)
-    out["rows_per_s.png"] = png(fig)
+    def chart(name: str, lines: list[tuple[str, list[tuple[float, float]]]], ylabel: str, title: str,
+              hlines: list[tuple[float, dict[str, Any], str]]) -> None:
+        fig, ax = plt.subplots(figsize=(8, 3.2))
+        for label, pts in lines:
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", label=label)
+        for y, style, label in hlines:
+            ax.axhline(y, lw=1, label=label, **style)
+        shade(ax)
+        ax.set_xlabel("seconds since the copy started")
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.legend(loc="upper right", fontsize=8)
+        out[name] = png(fig)
 
+    chart("rows_per_s.png", [(f"p{p}", pts) for p, pts in rates(samples).items()], "rows/s", "Rows/s per partition", [])
     t0, parts = _series(samples)
-    fig, ax = plt.subplots(figsize=(8, 3.2))
-    for p, seq in parts.items():
-        pts = [(float(s["t"]) - t0, float(s["lag"])) for s in seq if s.get("lag") is not None]
-        if pts:
-            ax.plot([x for x, _ in pts], [y for _, y in pts], marker=".", label=f"lag seen by p{p}")
-    if gate_seconds:
-        ax.axhline(gate_seconds, color="tab:red", ls="--", lw=1, label=f"gate {gate_seconds:g} s")
+    lags = [(f"lag seen by p{p}", [(float(s["t"]) - t0, float(s["lag"])) for s in seq if s.get("lag") is not None])
+            for p, seq in parts.items()]
+    limits = [(gate_seconds, {"color": "tab:red", "ls": "--"}, f"gate {gate_seconds:g} s")] if gate_seconds else []
     if halt_seconds:
-        ax.axhline(halt_seconds, color="black", ls=":", lw=1, label=f"halt {halt_seconds:g} s")
-    shade(ax)
-    ax.set_xlabel("seconds since the copy started")
-    ax.set_ylabel("replica lag (s)")
-    ax.set_title("Replica lag (heartbeat)")
-    ax.legend(loc="upper right", fontsize=8)
-    out["replica_lag.png"] = png(fig)
+        limits.append((halt_seconds, {"color": "black", "ls": ":"}, f"halt {halt_seconds:g} s"))
+    chart("replica_lag.png", lags, "replica lag (s)", "Replica lag (heartbeat)", limits)
     return out
 
 
