@@ -54,7 +54,7 @@ def run_checklist(config: RunConfig, db: Database, v: ValidationResult, probes: 
     out = [_count_parity(v)]
     for check in (_table_checksum, _nulls_left, _orphans, _cache_hit):
         try:
-            out.append(check(config, db, v) if check is _nulls_left else check(config, db))
+            out.append(check(config, db, v))
         except Exception as exc:  # a checklist query failed: say so, do not stop the run
             log.warning("checklist item %s failed to run: %s", check.__name__, exc)
             out.append(item(check.__name__.strip("_"), "warn", f"could not run: {exc}"))
@@ -77,7 +77,7 @@ def _count_parity(v: ValidationResult) -> dict[str, Any]:
 _BARE = re.compile(r'^\s*[`"]?([A-Za-z_][A-Za-z0-9_$]*)[`"]?\s*$')
 
 
-def _table_checksum(c: RunConfig, db: Database) -> dict[str, Any]:
+def _table_checksum(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]:
     name = "whole_table_checksum"
     if c.mode != "copy":
         return item(name, "n/a", "fill mode: source and target are one table")
@@ -116,7 +116,7 @@ def _nulls_left(c: RunConfig, db: Database, v: ValidationResult) -> dict[str, An
                 nulls=total, by_column=per, implied_by_validation=False)
 
 
-def _orphans(c: RunConfig, db: Database) -> dict[str, Any]:
+def _orphans(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]:
     target = c.target_table if c.mode == "copy" else c.source_table
     found = []
     with db.session() as conn:
@@ -135,7 +135,7 @@ def _orphans(c: RunConfig, db: Database) -> dict[str, Any]:
                 f"{total} orphaned row(s) over {len(found)} foreign key(s)", orphans=total, foreign_keys=found)
 
 
-def _cache_hit(c: RunConfig, db: Database) -> dict[str, Any]:
+def _cache_hit(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]:
     with db.session() as conn:
         misses, requests = db.query(conn, db.dialect.cache_hit_sql())[0]
         conn.rollback()

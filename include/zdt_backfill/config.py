@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from .errors import ConfigError
 from .identifiers import validate_expression, validate_identifier
+
+if TYPE_CHECKING:
+    from .chunker import BatchSizer
 
 MODES = ("copy", "fill")
 DUAL_WRITE_MODES = ("check", "assumed")
@@ -378,6 +381,14 @@ class RunConfig:
             return None
         return self.max_rows_per_second / max(1, planned or self.partitions)
 
+    def batch_sizer(self) -> BatchSizer:
+        """A fresh :class:`~.chunker.BatchSizer` of this run's copy batches (``batch_size``,
+        ``target_batch_seconds``, ``min_batch_size``, ``max_batch_size``): the one the copier
+        adapts, and what the dry run and :meth:`describe` show as the first batch size (rows)."""
+        from .chunker import BatchSizer
+
+        return BatchSizer(self.batch_size, self.target_batch_seconds, self.min_batch_size, self.max_batch_size)
+
     def describe(self) -> str:
         """The resolved config in words, for the log (connection ids only: no URL, no password)."""
         what = (f"copy {self.source_table} -> {self.target_table}" if self.mode == "copy"
@@ -387,9 +398,7 @@ class RunConfig:
         lag = (f"batches wait while a replica lags over {self.max_replica_lag_seconds:g} s"
                if self.max_replica_lag_seconds else "no replica-lag gate")
         replicas = ", ".join(self.replica_conn_ids) or "none"
-        from .chunker import BatchSizer
-
-        first = BatchSizer(self.batch_size, self.target_batch_seconds, self.min_batch_size, self.max_batch_size).size
+        first = self.batch_sizer().size
         sizing = (f"batches of up to {self.batch_size:,} rows (from {first:,}, "
                   f"at least {self.min_batch_size:,}, each within {self.target_batch_seconds:g} s)"
                   if self.target_batch_seconds > 0 else f"batches of {self.batch_size:,} rows")

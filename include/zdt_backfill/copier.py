@@ -29,7 +29,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 
 from .checkpoint import CheckpointStore, PartitionProgress
 from .checksum import target_casts
-from .chunker import BatchSizer, Chunk, IntegerKeysetChunker, Partition
+from .chunker import Chunk, IntegerKeysetChunker, Partition
 from .config import RunConfig
 from .db import Database
 from .errors import BatchError, RunStoppedError
@@ -141,8 +141,7 @@ class PartitionCopier:
         self.run_key = checkpoint_run_id(config, phase)
         self.state = COPYING if phase == COPY else ROLLING_BACK
         self.keeper: LeaseKeeper | None = None
-        self.sizer = BatchSizer(config.batch_size, config.target_batch_seconds, config.min_batch_size,
-                                config.max_batch_size)
+        self.sizer = config.batch_sizer()
         self.chunker = IntegerKeysetChunker(db, config.source_table, config.key, partition, config.batch_size,
                                             self.sizer)
         self.throttler = throttler or build_throttler(

@@ -21,7 +21,6 @@ import json
 import math
 from typing import Any
 
-from .chunker import BatchSizer
 from .config import RunConfig
 from .db import Database
 from .preflight import _walk, inspect
@@ -160,7 +159,7 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
             stmt = d.fill_batch_sql(c.source_table, c.key, c.columns, db.schema, types)
         chunk_sql = d.chunk_end_sql(c.source_table, c.key, db.schema)
         # the copy's first batch size (a time-targeted run starts small and grows with measured speed)
-        first_size = BatchSizer(c.batch_size, c.target_batch_seconds, c.min_batch_size, c.max_batch_size).size
+        first_size = c.batch_sizer().size
 
         partitions, full_scans, first_cost = [], [], None
         for p in plan.partitions:
