@@ -7,7 +7,9 @@ binaries are missing the tests that need them skip with the reason, unless
 ``CI=true``, where a missing server is a failure.
 
 Airflow: ``AIRFLOW_HOME`` points at a session temp folder, set before Airflow is
-imported anywhere, and its metadata DB is migrated once (SQLite).
+imported anywhere, and its metadata DB is migrated once (SQLite). It overrides the
+Makefile's ``.local/airflow``: the tests never see what ``make demo`` left there
+(Variables, runs, reports).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 _AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="zdt-airflow-home-"))
-os.environ.setdefault("AIRFLOW_HOME", str(_AIRFLOW_HOME))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
