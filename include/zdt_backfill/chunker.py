@@ -12,7 +12,7 @@ time-targeted batch size (the health-gating issue) plug in without touching the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .db import Database
@@ -22,23 +22,31 @@ from .db import Database
 class Partition:
     """An inclusive key range ``[lo, hi]`` copied by one mapped task.
 
-    ``index`` is its position (0-based); :attr:`label` is what the Airflow UI shows.
+    ``index`` is its position (0-based); :attr:`label` is what the Airflow UI shows; ``rows``
+    is the plan's estimate of its source rows (``None`` when unknown: partitions rebuilt from
+    checkpoints whose plan event is gone): progress and ETAs count rows against it, since with sparse keys
+    the share of the key span says nothing about the share of the rows.
     """
 
     index: int
     lo: int
     hi: int
+    rows: int | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
         return f"p{self.index} [{self.lo}..{self.hi}]"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "lo": self.lo, "hi": self.hi, "label": self.label}
+        out = {"index": self.index, "lo": self.lo, "hi": self.hi, "label": self.label}
+        if self.rows is not None:
+            out["rows"] = self.rows
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Partition":
-        return cls(index=int(d["index"]), lo=int(d["lo"]), hi=int(d["hi"]))
+        rows = d.get("rows")
+        return cls(index=int(d["index"]), lo=int(d["lo"]), hi=int(d["hi"]), rows=None if rows is None else int(rows))
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,16 @@ def plan_partitions(min_key: int | None, max_key: int | None, rows_estimate: int
     :param batch_size: rows per batch.
     :returns: contiguous partitions covering every key once; ``[]`` for an empty table.
         Equal *key* width, so heavily skewed keys give uneven partitions (each still
-        copies in batches of at most ``batch_size`` rows).
+        copies in batches of at most ``batch_size`` rows); each one's ``rows`` is
+        ``rows_estimate`` shared by key width (keys assumed evenly spread).
     """
     if min_key is None or max_key is None:
         return []
     span = max_key - min_key + 1
     wanted = max(1, min(partitions, math.ceil(max(rows_estimate, 1) / batch_size), span))
     bounds = [min_key + (span * i) // wanted for i in range(wanted)] + [max_key + 1]
-    return [Partition(i, bounds[i], bounds[i + 1] - 1) for i in range(wanted)]
+    return [Partition(i, bounds[i], bounds[i + 1] - 1, rows=rows_estimate * (bounds[i + 1] - bounds[i]) // span)
+            for i in range(wanted)]
 
 
 def partition_count(min_key: int | None, max_key: int | None, rows_estimate: int, partitions: int,
@@ -81,13 +91,14 @@ def partition_count(min_key: int | None, max_key: int | None, rows_estimate: int
     return max(1, min(partitions, math.ceil(max(rows_estimate, 1) / batch_size), max_key - min_key + 1))
 
 
-def partitions_at(min_key: int, max_key: int, cuts: list[int]) -> list[Partition]:
+def partitions_at(min_key: int, max_key: int, cuts: list[int], rows: list[int] | None = None) -> list[Partition]:
     """Contiguous partitions of ``[min_key, max_key]`` ending at each key of ``cuts`` (ascending,
-    each the last key of its partition), the last one ending at ``max_key``."""
+    each the last key of its partition), the last one ending at ``max_key``. ``rows``: each
+    partition's estimated rows, in order (one more than ``cuts``), or ``None``."""
     ends = sorted({c for c in cuts if min_key <= c < max_key}) + [max_key]
     out, lo = [], min_key
     for i, hi in enumerate(ends):
-        out.append(Partition(i, lo, hi))
+        out.append(Partition(i, lo, hi, rows=rows[i] if rows and i < len(rows) else None))
         lo = hi + 1
     return out
 

@@ -212,7 +212,9 @@ class RunConfig:
             raise ConfigError("target_table is required in copy mode")
         target = validate_identifier(target, "target_table")
         if mode == "fill" and target != source:
-            raise ConfigError("in fill mode the target is the source table itself; leave target_table empty")
+            raise ConfigError(
+                f"in fill mode the target is the source table itself; leave target_table empty (got {target!r}: "
+                "the trigger form's default is users_new, so conf JSON must say \"target_table\": null)")
         if mode == "copy" and target == source:
             raise ConfigError("in copy mode target_table must differ from source_table")
 

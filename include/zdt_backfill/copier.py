@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -99,6 +100,9 @@ class PartitionCopier:
     :param planned: partitions in the plan: the rows/s ceiling is shared among them.
     :param control: live control (pause, stop, a new rows/s ceiling or batch time target),
         read between batches; ``None`` reads the run-state table's control only.
+    :param plan_rows: partition number -> the plan's estimated source rows, for the whole run's
+        progress line (rows against the estimate; by key span when ``None``). This partition's
+        own lines count against ``partition.rows``.
 
     Batches adapt their size toward ``target_batch_seconds`` (:class:`~.chunker.BatchSizer`);
     a batch that hits the statement timeout is halved and tried again (GitLab's batched
@@ -131,8 +135,10 @@ class PartitionCopier:
         owner: str = "engine",
         planned: int | None = None,
         control: Callable[[], dict[str, Any]] | None = None,
+        plan_rows: Mapping[int, int] | None = None,
     ) -> None:
         self.config = config
+        self.plan_rows = plan_rows
         self.db = db
         self.partition = partition
         self.phase = phase
@@ -424,7 +430,8 @@ class PartitionCopier:
             )
         self.chunker.open_at_watermark(progress.watermark)
         lines = PartitionProgressLog(self.partition.label, self.partition.lo, self.partition.hi,
-                                     max(progress.watermark, self.partition.lo - 1))
+                                     max(progress.watermark, self.partition.lo - 1),
+                                     rows_estimate=self.partition.rows, start_scanned=progress.keys_scanned)
         run_lines = RunProgressLog()
         last_sample = time.monotonic()
         self._sample(progress)
@@ -538,13 +545,13 @@ class PartitionCopier:
                     self.on_batch(progress, chunk, rows, seconds)
                 self.throttler.after_batch(chunk.keys)
                 log.info("%s", lines.batch_line(progress.batches, chunk.hi, chunk.lo, chunk.hi, rows, seconds, self.throttler.last_lag,
-                                                self.throttler.state))
+                                                self.throttler.state, scanned=progress.keys_scanned))
                 if time.monotonic() - last_sample >= SAMPLE_SECONDS:
                     last_sample = time.monotonic()
                     self._sample(progress)
                 if run_lines.due():
                     with contextlib.suppress(Exception), self.db.session() as conn:
-                        log.info("%s", run_lines.line(self.store.progress(conn, self.run_key)))
+                        log.info("%s", run_lines.line(self.store.progress(conn, self.run_key), self.plan_rows))
             outcome = "done"
         finally:
             if watchdog:

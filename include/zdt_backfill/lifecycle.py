@@ -110,9 +110,11 @@ def copy_partition(
         over the run-state table's ``control``.
     """
     handle = RunHandle(db, config, owner)
-    key_index = _key_index(handle)
+    plan = _plan(handle)
+    key_index = plan.get("key_index")
     part = Partition.from_dict(partition)
     planned = len(partitions_of(config, db)) or 1
+    plan_rows = {int(p["index"]): int(p["rows"]) for p in plan.get("partitions") or [] if p.get("rows")}
 
     def merged() -> dict[str, Any]:
         out = handle.control()
@@ -121,14 +123,16 @@ def copy_partition(
                 "stop": bool(out.get("stop") or extra.get("stop"))}
 
     result = PartitionCopier(config, db, part, key_index, probes, on_batch, handle=handle, owner=owner,
-                             planned=planned, control=merged).run()
+                             planned=planned, control=merged, plan_rows=plan_rows).run()
     return result.to_dict()
 
 
-def _key_index(handle: RunHandle) -> str | None:
+def _plan(handle: RunHandle) -> dict[str, Any]:
+    """The run's last recorded plan (pre-flight's ``plan`` event: key index, partitions with
+    their estimated rows, ...); ``{}`` when none was recorded."""
     for e in reversed(handle.events("plan")):
-        return e.detail.get("key_index")
-    return None
+        return e.detail or {}
+    return {}
 
 
 # ---------------------------------------------------------------------- catch-up, validation, repair

@@ -363,6 +363,8 @@ def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, ma
     estimated rows it falls back to equal key widths (:func:`~.chunker.plan_partitions`).
 
     :returns: contiguous partitions covering ``[min_key, max_key]``; ``[]`` for an empty table.
+        Each one's ``rows``: ``step`` for a partition ending at a cut (the walk counted them),
+        the counted rest or the estimate's rest for the last one.
     """
     wanted = partition_count(min_key, max_key, est, c.partitions, c.batch_size)
     if wanted <= 1 or est > QUANTILE_WALK_MAX_ROWS:
@@ -371,13 +373,17 @@ def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, ma
     sql = db.dialect.chunk_end_sql(c.source_table, c.key, db.schema)
     cuts: list[int] = []
     watermark = min_key - 1
+    last_rows = None  # the last partition's rows, when the walk counted them
     for _ in range(wanted - 1):
         last, keys = db.query(conn, sql, (watermark, max_key, step))[0]
         if last is None or int(keys) < step or int(last) >= max_key:
-            break  # fewer rows than the estimate: the rest is the last partition
+            last_rows = int(keys or 0)  # fewer rows than the estimate: the rest is the last partition
+            break
         cuts.append(int(last))
         watermark = int(last)
-    return partitions_at(min_key, max_key, cuts)
+    # each cut partition holds exactly ``step`` keys; the last one the counted rest, else the estimate's
+    rows = [step] * len(cuts) + [last_rows if last_rows is not None else max(est - step * len(cuts), 1)]
+    return partitions_at(min_key, max_key, cuts, rows)
 
 
 def run_preflight(
@@ -420,7 +426,13 @@ def run_preflight(
             if existing:
                 # A re-run of pre-flight (a cleared task) or a takeover: the checkpoints own the key
                 # ranges. A fresh plan could move partition bounds past stored watermarks and skip keys.
-                plan.partitions = [Partition(p.partition_no, p.lo, p.hi).to_dict() for p in existing]
+                # Each keeps the rows its first plan estimated (progress counts against them),
+                # from the table's plan events (a takeover's are the adopted run's).
+                earlier = {(int(q["index"]), int(q["lo"]), int(q["hi"])): q.get("rows")
+                           for e in handle.events("plan", this_run_only=False)
+                           for q in (e.detail or {}).get("partitions") or []}
+                plan.partitions = [Partition(p.partition_no, p.lo, p.hi, rows=earlier.get((p.partition_no, p.lo, p.hi)))
+                                   .to_dict() for p in existing]
                 log.info("run %s has checkpoints: resuming its %d partition(s)", config.run_id, len(existing))
             for p in plan.partitions:  # the plan is persisted: every partition gets its checkpoint now
                 store.open_partition(conn, config.run_id, p["index"], p["lo"], p["hi"])

@@ -5,6 +5,12 @@ Rates and ETAs are measured over *this attempt* (keys advanced since it started,
 time, throttled waits included), so right after a resume the ETA is already right: the keys a
 previous attempt copied count as done, not as copied in no time.
 
+Progress counts *rows* (source keys scanned) against the plan's estimate of each partition's
+rows where the plan has one (gh-ost's "copied / estimated rows"): with sparse keys the share of
+the key span says nothing (keys 1..1,400,000 and then 10^12..2*10^12 read "0.0 % done, ETA
+3713 h" one batch before the end). Without an estimate (no plan event left for the partition's
+bounds) it falls back to the key span.
+
 Pure functions and small trackers with an injectable clock; no database access here (the
 copier reads the checkpoints and passes them in).
 """
@@ -59,6 +65,9 @@ class PartitionProgressLog:
 
     :param label: ``p0 [1..500000]``. :param lo, hi: the partition's inclusive key bounds.
     :param start_watermark: the checkpoint the attempt starts from (``lo - 1`` when fresh).
+    :param rows_estimate: the plan's estimate of the partition's source rows (``None``: unknown,
+        progress by key span). :param start_scanned: keys the partition had scanned before this
+        attempt (its checkpoint's ``keys_scanned``).
     """
 
     label: str
@@ -68,38 +77,59 @@ class PartitionProgressLog:
     clock: Callable[[], float] = time.monotonic
     started: float = field(default=0.0)
     rows: int = 0
+    rows_estimate: int | None = None
+    start_scanned: int = 0
 
     def __post_init__(self) -> None:
         self.started = self.clock()
 
-    def rate_and_eta(self, watermark: int) -> tuple[float, float | None]:
-        """``(keys/s over this attempt, ETA in seconds)``; the ETA is ``None`` before any progress."""
+    def _by_rows(self, scanned: int | None) -> bool:
+        return bool(self.rows_estimate) and scanned is not None
+
+    def rate_and_eta(self, watermark: int, scanned: int | None = None) -> tuple[float, float | None]:
+        """``(keys/s over this attempt, ETA in seconds)``; the ETA is ``None`` before any progress,
+        and, counting rows, once the partition scanned more rows than estimated (left unknown)."""
         elapsed = max(self.clock() - self.started, 1e-9)
-        advanced = watermark - self.start_watermark
-        rate = advanced / elapsed
-        left = max(self.hi - watermark, 0)
+        if watermark >= self.hi:
+            left = 0
+        elif self._by_rows(scanned):
+            left = self.rows_estimate - scanned
+            if left <= 0:
+                return (scanned - self.start_scanned) / elapsed, None
+        else:
+            left = self.hi - watermark
+        rate = ((scanned - self.start_scanned) if self._by_rows(scanned) else (watermark - self.start_watermark)) / elapsed
         return rate, (left / rate if rate > 0 else None)
 
+    def percent(self, watermark: int, scanned: int | None = None) -> float:
+        """Share of the partition done (%): rows scanned over the estimate (at most 99.9 until
+        the watermark reaches ``hi``), else the key span."""
+        if watermark >= self.hi:
+            return 100.0
+        if self._by_rows(scanned):
+            return min(99.9, 100.0 * scanned / self.rows_estimate)
+        return 100.0 * (watermark - self.lo + 1) / max(self.hi - self.lo + 1, 1)
+
     def batch_line(self, batch_no: int, watermark: int, chunk_lo: int, chunk_hi: int, rows: int, seconds: float,
-                   lag: float | None, throttle: str) -> str:
+                   lag: float | None, throttle: str, scanned: int | None = None) -> str:
         """One line per batch: key range, rows, statement seconds, *effective* rows/s (rows this
-        attempt over its wall time, throttled waits included), partition %, ETA, lag, throttle."""
+        attempt over its wall time, throttled waits included), partition %, ETA, lag, throttle.
+        ``scanned``: the partition's keys scanned so far (all attempts), for progress by rows."""
         self.rows += rows
         elapsed = max(self.clock() - self.started, 1e-9)
-        _, eta = self.rate_and_eta(watermark)
-        span = max(self.hi - self.lo + 1, 1)
-        pct = 100.0 * (watermark - self.lo + 1) / span
+        _, eta = self.rate_and_eta(watermark, scanned)
         lag_s = f"{lag:.2f} s" if lag is not None else "n/a"
         return (f"{self.label} batch {batch_no}: keys ({chunk_lo}, {chunk_hi}] {rows} rows in {seconds:.3f} s; "
-                f"effective {self.rows / elapsed:,.0f} rows/s; {pct:.1f}% done, ETA {duration(eta)}; "
-                f"lag {lag_s}; throttle {THROTTLE_WORDS.get(throttle, throttle) if throttle else 'none'}")
+                f"effective {self.rows / elapsed:,.0f} rows/s; {self.percent(watermark, scanned):.1f}% done, "
+                f"ETA {duration(eta)}; lag {lag_s}; throttle {THROTTLE_WORDS.get(throttle, throttle) if throttle else 'none'}")
 
 
 @dataclass
 class RunProgressLog:
-    """The whole run's progress from the checkpoints, as seen by one partition: keys done over
-    the planned key span, and an ETA from the keys advanced since this tracker's first reading
-    (so a resumed run does not count earlier attempts' keys as instant)."""
+    """The whole run's progress from the checkpoints, as seen by one partition: rows scanned over
+    the plan's estimated rows (keys done over the planned key span without estimates), and an
+    ETA from the progress since this tracker's first reading (so a resumed run does not count
+    earlier attempts' keys as instant)."""
 
     clock: Callable[[], float] = time.monotonic
     every: float = RUN_PROGRESS_SECONDS
@@ -109,22 +139,33 @@ class RunProgressLog:
     def due(self) -> bool:
         return self.clock() - self._last_line >= self.every
 
-    def line(self, partitions: Iterable[Any]) -> str:
-        """``partitions``: checkpoint rows with ``lo``, ``hi``, ``watermark``, ``rows_written``,
-        ``status``. Returns the line and restarts the interval."""
+    def line(self, partitions: Iterable[Any], rows_estimates: Mapping[int, int] | None = None) -> str:
+        """``partitions``: checkpoint rows with ``partition_no``, ``lo``, ``hi``, ``watermark``,
+        ``rows_written``, ``keys_scanned``, ``status``. ``rows_estimates``: partition number ->
+        the plan's estimated rows; progress counts rows when every partition has one. Returns
+        the line and restarts the interval."""
         parts = list(partitions)
-        span = sum(p.hi - p.lo + 1 for p in parts) or 1
-        done = sum(min(max(p.watermark - p.lo + 1, 0), p.hi - p.lo + 1) for p in parts)
+        est = rows_estimates or {}
+        if est and parts and all(est.get(p.partition_no) for p in parts):
+            total = sum(est[p.partition_no] for p in parts)
+            done = sum(est[p.partition_no] if p.status == "done" else min(p.keys_scanned, est[p.partition_no])
+                       for p in parts)
+            what = "of the estimated rows"
+        else:
+            total = sum(p.hi - p.lo + 1 for p in parts) or 1
+            done = sum(min(max(p.watermark - p.lo + 1, 0), p.hi - p.lo + 1) for p in parts)
+            what = "of the key span"
         rows = sum(p.rows_written for p in parts)
         finished = sum(p.status == "done" for p in parts)
+        pct = 100.0 * done / total if finished == len(parts) else min(99.9, 100.0 * done / total)
         now = self.clock()
         if self._first is None:
             self._first = (now, done)
         t0, d0 = self._first
         rate = (done - d0) / (now - t0) if now > t0 else 0.0
-        eta = (span - done) / rate if rate > 0 else None
+        eta = (total - done) / rate if rate > 0 and done < total else None
         self._last_line = now
-        return (f"run: {100.0 * done / span:.1f}% of the key span done ({finished}/{len(parts)} partitions "
+        return (f"run: {pct:.1f}% {what} done ({finished}/{len(parts)} partitions "
                 f"finished, {rows:,} rows written); {rate:,.0f} keys/s; ETA {duration(eta)}")
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
 import pytest
 
 from conftest import projection_diff, seed_users, users_conf
@@ -28,9 +31,33 @@ def test_skewed_keys_give_partitions_within_20_percent_in_rows(env):
     counts = [rows_in(env, p) for p in plan.partitions]
     assert sum(counts) == 40_000
     assert max(counts) <= 1.2 * min(counts), counts
+    # each partition carries its estimated rows: exact where the walk cut it, the rest for the last
+    assert [p["rows"] for p in plan.partitions[:-1]] == counts[:-1]
+    assert abs(plan.partitions[-1]["rows"] - counts[-1]) <= 0.2 * counts[-1], (plan.partitions, counts)
     for p in plan.partitions:
         PartitionCopier(config, env.db, Partition.from_dict(p), plan.key_index).run()
     assert projection_diff(env) == 0
+
+
+def test_progress_counts_rows_where_a_partition_jumps_over_a_key_gap(env, caplog):
+    seed_users(env, 30_000)
+    # the top third of the keys moves past 10^12: p1 holds 5,000 dense keys, then 10,000 far ones
+    env.sql("UPDATE users_legacy SET id = id + 1000000000000 WHERE id > 20000")
+    env.sql("ANALYZE users_legacy" if env.engine == "postgres" else "ANALYZE TABLE users_legacy")
+    config = RunConfig.from_params(users_conf(env, batch_size=1_000, partitions=2, target_batch_seconds=0),
+                                   run_id="gap")
+    plan = run_preflight(config, env.db, [])
+    p1 = plan.partitions[1]
+    rows = rows_in(env, p1)  # about 15,000: 5,000 dense keys, then 10,000 past 10^12 (MariaDB's estimate moves the cut)
+    assert abs(rows - 15_000) < 300 and p1["hi"] == 10**12 + 30_000 and abs(p1["rows"] - rows) < 300, (p1, rows)
+    caplog.set_level(logging.INFO, logger="zdt_backfill.copier")
+    PartitionCopier(config, env.db, Partition.from_dict(p1), plan.key_index).run()
+    done = [float(m.group(1)) for r in caplog.records
+            if (m := re.search(re.escape(p1["label"]) + r" batch \d+: .*?; ([\d.]+)% done", r.getMessage()))]
+    # by rows, batches of 1,000 go 6.7, 13.3, ... 100 %; by key span the first five read 0.0 %
+    # and the rest 100.0 % (with an ETA of hours, then of nothing)
+    assert len(done) == -(-rows // 1_000) and done[-1] == 100.0, done
+    assert all(abs(d - min(99.9, 100.0 * (i + 1) * 1_000 / p1["rows"])) < 7 for i, d in enumerate(done[:-1])), done
 
 
 @pytest.mark.parametrize("rows", [0, 1, 3])

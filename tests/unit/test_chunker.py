@@ -3,7 +3,7 @@
 import pytest
 
 from zdt_backfill.checksum import validation_ranges
-from zdt_backfill.chunker import Partition, plan_partitions
+from zdt_backfill.chunker import Partition, partitions_at, plan_partitions
 from zdt_backfill.dialects import Range
 
 
@@ -57,3 +57,14 @@ def test_validation_ranges_open_the_outer_ends():
     parts = plan_partitions(1, 300, 300, 3, 1)
     assert validation_ranges(parts) == [Range(None, 100), Range(100, 200), Range(200, None)]
     assert validation_ranges([]) == [Range(None, None)]
+
+
+def test_partitions_carry_their_estimated_rows_through_xcom():
+    parts = plan_partitions(1, 1_000, 500, 4, 100)  # equal key widths share the estimate by width
+    assert [p.rows for p in parts] == [125, 125, 125, 125]
+    d = parts[1].to_dict()
+    assert d == {"index": 1, "lo": 251, "hi": 500, "label": "p1 [251..500]", "rows": 125}
+    assert Partition.from_dict(d).rows == 125 and Partition.from_dict(d) == parts[1]
+    # a partition without an estimate has none in its dict either
+    assert "rows" not in Partition(0, 1, 10).to_dict() and Partition.from_dict({"index": 0, "lo": 1, "hi": 10}).rows is None
+    assert [p.rows for p in partitions_at(1, 100, [10, 50], [10, 40, 50])] == [10, 40, 50]

@@ -74,3 +74,39 @@ def test_partition_summary_is_words_not_dicts():
                  "partition total 499,998 rows written of 500,000 keys scanned; throttled 6.1 s (replica lag 4.0 s, "
                  "rate ceiling 2.1 s); 2 transient yields; resumed from key 730000; replica lag at most 0.40 s.")
     assert "{" not in s
+
+
+def test_sparse_keys_count_rows_against_the_plans_estimate_not_the_key_span():
+    now, clock = clock_at(0.0)
+    # keys 1,400,477 .. 2*10^12 holding ~100,000 rows, most of them near the start
+    lines = PartitionProgressLog("p2 [1400477..2000000000100]", 1_400_477, 2_000_000_000_100, 1_400_476,
+                                 clock=clock, rows_estimate=100_000, start_scanned=0)
+    now[0] = 2.0
+    line = lines.batch_line(7, 1_545_936, 1_475_936, 1_545_936, 10_000, 0.02, None, "", scanned=20_000)
+    assert "20.0% done" in line and "ETA 8.0 s" in line  # 80,000 rows left at 10,000 keys/s
+    # the key span would say 0.0 % done and an ETA of months
+    assert "0.0% done" in lines.batch_line(8, 1_545_936, 1_475_936, 1_545_936, 0, 0.02, None, "")
+    # more rows than estimated: at most 99.9 %, ETA unknown until the watermark reaches hi
+    line = lines.batch_line(9, 10**12, 1_545_936, 10**12, 90_000, 0.02, None, "", scanned=110_000)
+    assert "99.9% done" in line and "ETA unknown" in line
+    assert "100.0% done, ETA 0.0 s" in lines.batch_line(10, 2_000_000_000_100, 10**12, 2_000_000_000_100, 5, 0.01,
+                                                        None, "", scanned=110_005)
+
+
+def test_run_progress_line_counts_rows_against_the_plans_estimates():
+    now, clock = clock_at(0.0)
+    run = RunProgressLog(clock=clock, every=30)
+
+    def cp(no, lo, hi, watermark, scanned, status="copying"):
+        return SimpleNamespace(partition_no=no, lo=lo, hi=hi, watermark=watermark, rows_written=scanned,
+                               keys_scanned=scanned, status=status)
+
+    est = {0: 100_000, 1: 100_000}
+    first = run.line([cp(0, 1, 700_000, 700_000, 99_000, "done"), cp(1, 700_001, 2 * 10**12, 800_000, 10_000)], est)
+    # p0 done (its estimate counts in full), p1 10 % of its rows: 55 %, where the key span says 0.0 %
+    assert first.startswith("run: 55.0% of the estimated rows done (1/2 partitions finished, 109,000 rows written)")
+    now[0] = 30.0
+    line = run.line([cp(0, 1, 700_000, 700_000, 99_000, "done"), cp(1, 700_001, 2 * 10**12, 10**12, 40_000)], est)
+    assert "70.0%" in line and "1,000 keys/s" in line and "ETA 1 min 0 s" in line
+    # a partition without an estimate (its plan event gone): the whole line falls back to the key span
+    assert "of the key span" in run.line([cp(0, 1, 10, 5, 5)], {})
