@@ -7,7 +7,7 @@ Every duration and size is an env var so a small run fits a busy machine:
 | BENCH_ROWS | 1,000,000 | rows of users_legacy per engine |
 | BENCH_LOOP_ROWS | 50,000 | rows the seed's row-by-row loop copies (it is slow) |
 | BENCH_RSS_ROWS | 5,000,000 | the large size of the worker peak RSS measurement |
-| BENCH_RSS_LARGE_ENGINES | postgres | engines measured at BENCH_RSS_ROWS (comma list; "" = none) |
+| BENCH_RSS_LARGE_ENGINES | postgres,mysql | engines measured at BENCH_RSS_ROWS (comma list; "" = none) |
 | BENCH_OLTP_SECONDS | 30 | length of each application-load window |
 | BENCH_OLTP_RATE | 200 | application transactions/s (point read + update by random id) |
 | BENCH_THROTTLE_SECONDS | 60 | copying time the throttled run aims at |
@@ -53,7 +53,7 @@ def env_float(name: str, default: float) -> float:
 ROWS = env_int("BENCH_ROWS", 1_000_000)
 LOOP_ROWS = min(ROWS, env_int("BENCH_LOOP_ROWS", 50_000))
 RSS_ROWS = env_int("BENCH_RSS_ROWS", 5_000_000)
-RSS_LARGE_ENGINES = [e for e in os.environ.get("BENCH_RSS_LARGE_ENGINES", "postgres").split(",") if e]
+RSS_LARGE_ENGINES = [e for e in os.environ.get("BENCH_RSS_LARGE_ENGINES", "postgres,mysql").split(",") if e]
 OLTP_SECONDS = env_float("BENCH_OLTP_SECONDS", 30)
 OLTP_RATE = env_float("BENCH_OLTP_RATE", 200)
 THROTTLE_SECONDS = env_float("BENCH_THROTTLE_SECONDS", 60)

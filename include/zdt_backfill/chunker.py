@@ -70,15 +70,16 @@ def plan_partitions(min_key: int | None, max_key: int | None, rows_estimate: int
     :param batch_size: rows per batch.
     :returns: contiguous partitions covering every key once; ``[]`` for an empty table.
         Equal *key* width, so heavily skewed keys give uneven partitions (each still
-        copies in batches of at most ``batch_size`` rows); each one's ``rows`` is
-        ``rows_estimate`` shared by key width (keys assumed evenly spread).
+        copies in batches of at most ``batch_size`` rows). A single partition's ``rows`` is
+        ``rows_estimate``; several have none (an estimate shared by key width would assume evenly
+        spread keys, the very assumption the key span makes).
     """
     if min_key is None or max_key is None:
         return []
     span = max_key - min_key + 1
     wanted = max(1, min(partitions, math.ceil(max(rows_estimate, 1) / batch_size), span))
     bounds = [min_key + (span * i) // wanted for i in range(wanted)] + [max_key + 1]
-    return [Partition(i, bounds[i], bounds[i + 1] - 1, rows=rows_estimate * (bounds[i + 1] - bounds[i]) // span)
+    return [Partition(i, bounds[i], bounds[i + 1] - 1, rows=rows_estimate if wanted == 1 else None)
             for i in range(wanted)]
 
 

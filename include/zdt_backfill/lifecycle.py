@@ -114,7 +114,7 @@ def copy_partition(
     key_index = plan.get("key_index")
     part = Partition.from_dict(partition)
     planned = len(partitions_of(config, db)) or 1
-    plan_rows = {int(p["index"]): int(p["rows"]) for p in plan.get("partitions") or [] if p.get("rows")}
+    plan_rows = {int(p["index"]): int(p["rows"]) for p in plan.get("partitions") or [] if p.get("rows") is not None}
 
     def merged() -> dict[str, Any]:
         out = handle.control()

@@ -428,9 +428,9 @@ def run_preflight(
                 # ranges. A fresh plan could move partition bounds past stored watermarks and skip keys.
                 # Each keeps the rows its first plan estimated (progress counts against them),
                 # from the table's plan events (a takeover's are the adopted run's).
-                earlier = {(int(q["index"]), int(q["lo"]), int(q["hi"])): q.get("rows")
+                earlier = {(int(q["index"]), int(q["lo"]), int(q["hi"])): q["rows"]
                            for e in handle.events("plan", this_run_only=False)
-                           for q in (e.detail or {}).get("partitions") or []}
+                           for q in (e.detail or {}).get("partitions") or [] if q.get("rows") is not None}
                 plan.partitions = [Partition(p.partition_no, p.lo, p.hi, rows=earlier.get((p.partition_no, p.lo, p.hi)))
                                    .to_dict() for p in existing]
                 log.info("run %s has checkpoints: resuming its %d partition(s)", config.run_id, len(existing))

@@ -8,8 +8,10 @@ previous attempt copied count as done, not as copied in no time.
 Progress counts *rows* (source keys scanned) against the plan's estimate of each partition's
 rows where the plan has one (gh-ost's "copied / estimated rows"): with sparse keys the share of
 the key span says nothing (keys 1..1,400,000 and then 10^12..2*10^12 read "0.0 % done, ETA
-3713 h" one batch before the end). Without an estimate (no plan event left for the partition's
-bounds) it falls back to the key span.
+3713 h" one batch before the end). Once a partition has scanned past its estimate (low table
+statistics), :func:`expected_rows` extrapolates the rest of its key range at the density seen so
+far. Without an estimate (no plan event left for the partition's bounds) progress falls back to
+the key span.
 
 Pure functions and small trackers with an injectable clock; no database access here (the
 copier reads the checkpoints and passes them in).
@@ -59,6 +61,18 @@ def throttled_words(seconds_by_kind: Mapping[str, float]) -> str:
     return f"throttled {duration(total)} (" + ", ".join(f"{THROTTLE_WORDS.get(k, k)} {duration(v)}" for k, v in parts) + ")"
 
 
+def expected_rows(estimate: int, scanned: int, lo: int, hi: int, watermark: int) -> float:
+    """A partition's expected source rows: the plan's ``estimate`` while it holds; what it
+    ``scanned`` once the watermark reached ``hi``; past the estimate (the statistics were low),
+    the rows scanned plus the rest of the key range at the density seen so far (rows per key
+    over ``[lo, watermark]``)."""
+    if watermark >= hi:
+        return float(scanned)
+    if scanned < estimate:
+        return float(estimate)
+    return scanned + (hi - watermark) * scanned / max(watermark - lo + 1, 1)
+
+
 @dataclass
 class PartitionProgressLog:
     """Per-batch lines of one partition attempt.
@@ -84,30 +98,27 @@ class PartitionProgressLog:
         self.started = self.clock()
 
     def _by_rows(self, scanned: int | None) -> bool:
-        return bool(self.rows_estimate) and scanned is not None
+        return self.rows_estimate is not None and scanned is not None
 
     def rate_and_eta(self, watermark: int, scanned: int | None = None) -> tuple[float, float | None]:
-        """``(keys/s over this attempt, ETA in seconds)``; the ETA is ``None`` before any progress,
-        and, counting rows, once the partition scanned more rows than estimated (left unknown)."""
+        """``(keys/s over this attempt, ETA in seconds)``; the ETA is ``None`` before any progress."""
         elapsed = max(self.clock() - self.started, 1e-9)
-        if watermark >= self.hi:
-            left = 0
-        elif self._by_rows(scanned):
-            left = self.rows_estimate - scanned
-            if left <= 0:
-                return (scanned - self.start_scanned) / elapsed, None
+        if self._by_rows(scanned):
+            left = expected_rows(self.rows_estimate, scanned, self.lo, self.hi, watermark) - scanned
+            rate = (scanned - self.start_scanned) / elapsed
         else:
-            left = self.hi - watermark
-        rate = ((scanned - self.start_scanned) if self._by_rows(scanned) else (watermark - self.start_watermark)) / elapsed
-        return rate, (left / rate if rate > 0 else None)
+            left = max(self.hi - watermark, 0)
+            rate = (watermark - self.start_watermark) / elapsed
+        return rate, (0.0 if left <= 0 else left / rate if rate > 0 else None)
 
     def percent(self, watermark: int, scanned: int | None = None) -> float:
-        """Share of the partition done (%): rows scanned over the estimate (at most 99.9 until
-        the watermark reaches ``hi``), else the key span."""
+        """Share of the partition done (%): rows scanned over :func:`expected_rows` (at most 99.9
+        until the watermark reaches ``hi``), else the key span."""
         if watermark >= self.hi:
             return 100.0
         if self._by_rows(scanned):
-            return min(99.9, 100.0 * scanned / self.rows_estimate)
+            expected = expected_rows(self.rows_estimate, scanned, self.lo, self.hi, watermark)
+            return min(99.9, 100.0 * scanned / expected) if expected > 0 else 0.0
         return 100.0 * (watermark - self.lo + 1) / max(self.hi - self.lo + 1, 1)
 
     def batch_line(self, batch_no: int, watermark: int, chunk_lo: int, chunk_hi: int, rows: int, seconds: float,
@@ -146,11 +157,12 @@ class RunProgressLog:
         the line and restarts the interval."""
         parts = list(partitions)
         est = rows_estimates or {}
-        if est and parts and all(est.get(p.partition_no) for p in parts):
-            total = sum(est[p.partition_no] for p in parts)
-            done = sum(est[p.partition_no] if p.status == "done" else min(p.keys_scanned, est[p.partition_no])
-                       for p in parts)
-            what = "of the estimated rows"
+        if est and parts and all(est.get(p.partition_no) is not None for p in parts):
+            # a finished partition counts what it scanned; the others their expected rows
+            total = sum(p.keys_scanned if p.status == "done" else
+                        expected_rows(est[p.partition_no], p.keys_scanned, p.lo, p.hi, p.watermark) for p in parts) or 1
+            done = sum(p.keys_scanned for p in parts)
+            what = "of the expected rows"
         else:
             total = sum(p.hi - p.lo + 1 for p in parts) or 1
             done = sum(min(max(p.watermark - p.lo + 1, 0), p.hi - p.lo + 1) for p in parts)

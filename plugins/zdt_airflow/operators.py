@@ -153,7 +153,8 @@ class DualWriteOperator(BackfillOperator):
 class PartitionBackfillOperator(BackfillOperator):
     """Copies one key-range partition in keyset batches; resumes from its checkpoint on retry.
 
-    :param partition: ``{"index", "lo", "hi", "label"}`` from pre-flight (mapped).
+    :param partition: ``{"index", "lo", "hi", "label"}`` and, when the plan estimated them, its
+        ``"rows"``, from pre-flight (mapped).
     """
 
     template_fields = ("partition",)

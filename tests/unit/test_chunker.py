@@ -60,11 +60,12 @@ def test_validation_ranges_open_the_outer_ends():
 
 
 def test_partitions_carry_their_estimated_rows_through_xcom():
-    parts = plan_partitions(1, 1_000, 500, 4, 100)  # equal key widths share the estimate by width
-    assert [p.rows for p in parts] == [125, 125, 125, 125]
-    d = parts[1].to_dict()
-    assert d == {"index": 1, "lo": 251, "hi": 500, "label": "p1 [251..500]", "rows": 125}
-    assert Partition.from_dict(d).rows == 125 and Partition.from_dict(d) == parts[1]
+    # equal key widths: one partition carries the whole estimate, several none (no density assumed)
+    assert [p.rows for p in plan_partitions(1, 1_000, 500, 4, 100)] == [None] * 4
+    (one,) = plan_partitions(1, 1_000, 500, 1, 100)
+    d = one.to_dict()
+    assert d == {"index": 0, "lo": 1, "hi": 1000, "label": "p0 [1..1000]", "rows": 500}
+    assert Partition.from_dict(d).rows == 500 and Partition.from_dict(d) == one
     # a partition without an estimate has none in its dict either
     assert "rows" not in Partition(0, 1, 10).to_dict() and Partition.from_dict({"index": 0, "lo": 1, "hi": 10}).rows is None
     assert [p.rows for p in partitions_at(1, 100, [10, 50], [10, 40, 50])] == [10, 40, 50]

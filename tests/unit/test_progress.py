@@ -86,9 +86,10 @@ def test_sparse_keys_count_rows_against_the_plans_estimate_not_the_key_span():
     assert "20.0% done" in line and "ETA 8.0 s" in line  # 80,000 rows left at 10,000 keys/s
     # the key span would say 0.0 % done and an ETA of months
     assert "0.0% done" in lines.batch_line(8, 1_545_936, 1_475_936, 1_545_936, 0, 0.02, None, "")
-    # more rows than estimated: at most 99.9 %, ETA unknown until the watermark reaches hi
+    # more rows than estimated (low statistics): the rest of the range at the density seen so far,
+    # here about the same again (110,000 rows over the first half of the key span)
     line = lines.batch_line(9, 10**12, 1_545_936, 10**12, 90_000, 0.02, None, "", scanned=110_000)
-    assert "99.9% done" in line and "ETA unknown" in line
+    assert "50.0% done" in line, line
     assert "100.0% done, ETA 0.0 s" in lines.batch_line(10, 2_000_000_000_100, 10**12, 2_000_000_000_100, 5, 0.01,
                                                         None, "", scanned=110_005)
 
@@ -102,11 +103,15 @@ def test_run_progress_line_counts_rows_against_the_plans_estimates():
                                keys_scanned=scanned, status=status)
 
     est = {0: 100_000, 1: 100_000}
-    first = run.line([cp(0, 1, 700_000, 700_000, 99_000, "done"), cp(1, 700_001, 2 * 10**12, 800_000, 10_000)], est)
-    # p0 done (its estimate counts in full), p1 10 % of its rows: 55 %, where the key span says 0.0 %
-    assert first.startswith("run: 55.0% of the estimated rows done (1/2 partitions finished, 109,000 rows written)")
+    first = run.line([cp(0, 1, 700_000, 700_000, 100_000, "done"), cp(1, 700_001, 2 * 10**12, 800_000, 10_000)], est)
+    # p0 done, p1 10 % of its estimated rows: 55 %, where the key span says 0.0 %
+    assert first.startswith("run: 55.0% of the expected rows done (1/2 partitions finished, 110,000 rows written)")
     now[0] = 30.0
-    line = run.line([cp(0, 1, 700_000, 700_000, 99_000, "done"), cp(1, 700_001, 2 * 10**12, 10**12, 40_000)], est)
+    line = run.line([cp(0, 1, 700_000, 700_000, 100_000, "done"), cp(1, 700_001, 2 * 10**12, 10**12, 40_000)], est)
     assert "70.0%" in line and "1,000 keys/s" in line and "ETA 1 min 0 s" in line
+    # p1 past its estimate (low statistics): the rest of its range at the density seen so far
+    # (120,000 rows over keys 700,001..1,000,700,000: the same again for the other half of the span)
+    line = run.line([cp(0, 1, 700_000, 700_000, 100_000, "done"), cp(1, 700_001, 2 * 10**12, 10**12, 120_000)], est)
+    assert "run: 64.7% of the expected rows" in line, line
     # a partition without an estimate (its plan event gone): the whole line falls back to the key span
     assert "of the key span" in run.line([cp(0, 1, 10, 5, 5)], {})
