@@ -118,7 +118,9 @@ def test_critical_load_cancels_the_batch_drops_to_one_partition_and_resumes_at_b
             th.join()
     assert not errors, errors
     assert "entered" in mode and "left" in mode, mode
-    assert mode["entered"] - mode["overload"] < 2.5  # the cancel came at once, not after the 30 s lock wait
+    # the cancel came at once, not after the 30 s lock wait (~1-2 s here: the overload's sessions
+    # connect, a watchdog reading, the KILL; 10 s leaves room for a loaded machine)
+    assert mode["entered"] - mode["overload"] < 10
     # while p0 was the one active partition, p1 held: no batch of p1 ended inside that window (once p0
     # is done, p1 is the lowest-numbered partition running and takes over, mode or not)
     p0_done = max(b[1] for b in batches if b[0] == 0)
@@ -168,7 +170,7 @@ def test_critical_load_again_with_one_partition_active_halts_keeping_the_checkpo
         app.close()
         for th in sleepers:
             th.join()
-    assert halted_after < 2.5, halted_after  # cancelled at once, not after the 30 s lock wait
+    assert halted_after < 10, halted_after  # cancelled at once, not after the 30 s lock wait (2.6 s seen in CI)
     assert signal_of(env) in str(err.value)
     assert env.scalar("SELECT count(*) FROM users_new") == 0  # both cancelled batches rolled back
     events = handle.events("critical_load")
