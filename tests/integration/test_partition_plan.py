@@ -48,16 +48,17 @@ def test_progress_counts_rows_where_a_partition_jumps_over_a_key_gap(env, caplog
                                    run_id="gap")
     plan = run_preflight(config, env.db, [])
     p1 = plan.partitions[1]
-    rows = rows_in(env, p1)  # about 15,000: 5,000 dense keys, then 10,000 past 10^12 (MariaDB's estimate moves the cut)
-    assert abs(rows - 15_000) < 300 and p1["hi"] == 10**12 + 30_000 and abs(p1["rows"] - rows) < 300, (p1, rows)
+    # about 15,000 rows: 5,000 dense keys, then 10,000 past 10^12 (InnoDB's sampled statistics move the cut)
+    rows = rows_in(env, p1)
+    assert abs(rows - 15_000) < 1_500 and p1["hi"] == 10**12 + 30_000 and abs(p1["rows"] - rows) < 0.1 * rows, (p1, rows)
     caplog.set_level(logging.INFO, logger="zdt_backfill.copier")
     PartitionCopier(config, env.db, Partition.from_dict(p1), plan.key_index).run()
     done = [float(m.group(1)) for r in caplog.records
             if (m := re.search(re.escape(p1["label"]) + r" batch \d+: .*?; ([\d.]+)% done", r.getMessage()))]
-    # by rows, batches of 1,000 go 6.7, 13.3, ... 100 %; by key span the first five read 0.0 %
-    # and the rest 100.0 % (with an ETA of hours, then of nothing)
+    # by rows, batches of 1,000 go 6.7, 13.3, ... 100 % (within the estimate's error, at most 10 %
+    # here); by key span the first five read 0.0 % and the rest 100.0 % (an ETA of hours, then none)
     assert len(done) == -(-rows // 1_000) and done[-1] == 100.0, done
-    assert all(abs(d - min(99.9, 100.0 * (i + 1) * 1_000 / p1["rows"])) < 7 for i, d in enumerate(done[:-1])), done
+    assert all(abs(d - 100.0 * (i + 1) * 1_000 / rows) < 12 for i, d in enumerate(done[:-1])), done
 
 
 @pytest.mark.parametrize("rows", [0, 1, 3])
