@@ -13,7 +13,7 @@ Every duration and size is an env var so a small run fits a busy machine:
 | BENCH_THROTTLE_SECONDS | 60 | copying time the throttled run aims at |
 | BENCH_THROTTLE_RPS | BENCH_ROWS / BENCH_THROTTLE_SECONDS | its rows/s ceiling |
 | BENCH_PARTITIONS | 1,2 | partition counts tried for the unthrottled engine run |
-| BENCH_ROUNDS | 3 | alternating rounds of monolithic and the dev-profile engine runs (fastest kept) |
+| BENCH_ROUNDS | 3 | alternating rounds of the throughput table's copies (run.py) and of wal_cost.py (fastest kept) |
 | BENCH_SKIP | "" | comma list of sections to skip: oltp, throttle, dag, rss, peers |
 """
 
@@ -58,6 +58,7 @@ OLTP_SECONDS = env_float("BENCH_OLTP_SECONDS", 30)
 OLTP_RATE = env_float("BENCH_OLTP_RATE", 200)
 THROTTLE_SECONDS = env_float("BENCH_THROTTLE_SECONDS", 60)
 THROTTLE_RPS = env_float("BENCH_THROTTLE_RPS", max(1, round(ROWS / THROTTLE_SECONDS)))
+ROUNDS = max(1, env_int("BENCH_ROUNDS", 3))
 PARTITIONS = [int(x) for x in os.environ.get("BENCH_PARTITIONS", "1,2").split(",") if x]
 SKIP = {s for s in os.environ.get("BENCH_SKIP", "").split(",") if s}
 COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "md5(legacy_data)"}

@@ -59,7 +59,7 @@ from common import COLUMNS, OLTP_RATE, OLTP_SECONDS, SKIP, monolithic, reset_tar
 
 ROWS = common.ROWS
 LOOP_ROWS = common.LOOP_ROWS
-ROUNDS = max(1, common.env_int("BENCH_ROUNDS", 3))
+ROUNDS = common.ROUNDS
 OUT = Path(os.environ.get("BENCH_OUT") or ROOT / "bench" / "results")  # a small trial run: BENCH_OUT=/tmp/...
 
 
@@ -71,19 +71,12 @@ def keyset_1000(db: Database) -> None:
             c.commit()
 
 
-def engine(db: Database, batch_size: int, batch_times: list[float]) -> None:
-    """The engine at the prod batch size, one partition, unthrottled (like for like with keyset_1000)."""
-    cfg = common.engine_config("dev", f"bench-{batch_size}-{time.time()}", batch_size=batch_size, partitions=1,
-                               max_replica_lag_seconds=0)
-    batch_times.extend(common.engine_copy(db, cfg).batch_seconds)
-
-
-def engine_dev(db: Database, partitions: int, batch_times: list[float]) -> None:
+def engine_dev(db: Database, batch_times: list[float], **params) -> None:
     """The engine as the dev profile runs it (batches of up to 50,000 rows aiming at 0.5 s,
-    unthrottled), ``partitions`` partitions copied at once, one thread each, as mapped tasks
-    run; pre-flight (the quantile plan) is inside the timing."""
-    cfg = common.engine_config("dev", f"bench-dev-{partitions}-{time.time()}", partitions=partitions,
-                               max_replica_lag_seconds=0)
+    unthrottled) with ``params`` over it (``partitions``; ``batch_size`` 1,000 and one partition
+    is like for like with keyset_1000), the partitions copied at once, one thread each, as mapped
+    tasks run; pre-flight (the quantile plan) is inside the timing. Appends each batch's seconds."""
+    cfg = common.engine_config("dev", f"bench-{time.time()}", max_replica_lag_seconds=0, **params)
     batch_times.extend(common.engine_copy(db, cfg).batch_seconds)
 
 
@@ -130,10 +123,11 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
     for _ in range(ROUNDS):
         run("monolithic", lambda: monolithic(db))
         for n in common.PARTITIONS:
-            run(f"engine_dev_p{n}", lambda n=n: engine_dev(db, n, batches.setdefault(f"engine_dev_p{n}", [])))
+            run(f"engine_dev_p{n}", lambda n=n: engine_dev(db, batches.setdefault(f"engine_dev_p{n}", []), partitions=n))
             res[f"engine_dev_p{n}"]["partitions"] = n
         run("keyset_1000", lambda: keyset_1000(db))
-        run("engine_batch_1000", lambda: engine(db, 1000, batches.setdefault("engine_batch_1000", [])))
+        run("engine_batch_1000", lambda: engine_dev(db, batches.setdefault("engine_batch_1000", []), batch_size=1000,
+                                                    partitions=1))
     for label, times in batches.items():
         res[label].update({**batch_stats(times), "batches_per_round": len(times) // ROUNDS})
     cfg = RunConfig.from_params({"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new",

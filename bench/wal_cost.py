@@ -16,7 +16,6 @@ ratio of the fastest monolithic one. Quote ratios within one run.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
@@ -26,7 +25,7 @@ import localdb
 from zdt_backfill import dialects
 from zdt_backfill.db import Database
 
-ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
+ROWS = common.ROWS
 
 
 def main(target: str) -> None:
@@ -63,7 +62,7 @@ def run(db: Database, pair: localdb.Pair | None) -> None:
         common.engine_copy(db, cfg)
 
     print("| approach | s | rows/s | WAL records | full-page images | WAL MiB |\n|---|---|---|---|---|---|")
-    for _ in range(max(1, common.env_int("BENCH_ROUNDS", 3))):
+    for _ in range(common.ROUNDS):
         measure("monolithic", lambda: common.monolithic(db))
         for n in (1, 2):
             measure(f"engine, {n} partition(s)", lambda n=n: engine(n))
