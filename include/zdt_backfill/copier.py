@@ -205,6 +205,15 @@ class PartitionCopier:
                            {"partition": self.partition.index, "reason": reason, "baseline": baseline,
                             "signal": self.db.dialect.ROW_LOCK_SIGNAL, "watermark": self.chunker.watermark})
 
+    def _record_halt(self, reason: str) -> None:
+        """The run's ``critical_load`` event of a halt (critical load again in single-partition
+        mode), with the checkpoint the partition keeps; whichever path decided it (the watchdog
+        cancelling a batch, or the throttler between batches)."""
+        with contextlib.suppress(Exception):
+            self.handle.record("critical_load", f"partition {self.partition.label}: {reason}; halting",
+                               {"partition": self.partition.index, "reason": reason,
+                                "watermark": self.chunker.watermark, "halt": True})
+
     def _leave_single(self, detail: str) -> None:
         self.handle.set_control(single_partition=None)
         self.handle.record("critical_load_over", f"partition {self.partition.label}: {detail}; every partition resumes",
@@ -464,7 +473,11 @@ class PartitionCopier:
             while True:
                 if self.keeper.lost:
                     raise RunStoppedError(f"run {self.config.run_id!r} lost its lease: partition {self.partition.label} stops")
-                self.throttler.before_batch()
+                try:
+                    self.throttler.before_batch()
+                except CriticalLoadError as exc:
+                    self._record_halt(str(exc))
+                    raise
                 target = self.throttler.last_control.get("target_batch_seconds")
                 if target is not None and float(target) != self.sizer.target_seconds:
                     log.info("live control: batch time target %.2fs -> %.2fs", self.sizer.target_seconds, float(target))
@@ -490,10 +503,7 @@ class PartitionCopier:
                         # load fall below critical since the mode began; a sibling's trip of the same
                         # episode only joins it
                         if self.throttler.mode is None or (in_mode and self.throttler.critical_recovered):
-                            with contextlib.suppress(Exception):
-                                self.handle.record("critical_load", f"partition {self.partition.label}: {tripped}; "
-                                                   "halting", {"partition": self.partition.index, "reason": tripped,
-                                                               "watermark": self.chunker.watermark, "halt": True})
+                            self._record_halt(tripped)
                             raise CriticalLoadError(
                                 f"critical load {tripped} with one partition active: the in-flight batch of "
                                 f"partition {self.partition.label} was cancelled and rolled back (checkpoint at "

@@ -175,3 +175,28 @@ def test_critical_load_again_with_one_partition_active_halts_keeping_the_checkpo
     assert env.scalar("SELECT count(*) FROM users_new") == 0  # both cancelled batches rolled back
     events = handle.events("critical_load")
     assert len(events) == 2 and events[-1].detail["halt"] and events[-1].detail["watermark"] == plan.partitions[0]["lo"] - 1
+
+
+def test_a_halt_decided_between_batches_is_recorded_with_its_checkpoint(env, monkeypatch):
+    """Critical load again while the partition holds between batches (not during a statement)
+    halts from the throttler, not the watchdog: the halt event and its checkpoint are recorded
+    all the same. The decision itself is forced here (real load cannot pick the moment)."""
+    seed_users(env, 3_000)
+    config = RunConfig.from_params(users_conf(env, batch_size=1_000, partitions=1, target_batch_seconds=0,
+                                              critical_load={signal_of(env): CRITICAL}), run_id="critical-between")
+    plan = run_preflight(config, env.db, [])
+    copier = PartitionCopier(config, env.db, Partition.from_dict(plan.partitions[0]), plan.key_index)
+    real, calls = copier.throttler.before_batch, []
+
+    def before_batch():
+        calls.append(1)
+        if len(calls) == 2:  # the first batch committed; critical load again in single-partition mode
+            raise CriticalLoadError(f"critical {signal_of(env)}=13>=9 again with one partition active")
+        real()
+
+    monkeypatch.setattr(copier.throttler, "before_batch", before_batch)
+    with pytest.raises(CriticalLoadError, match="again with one partition active"):
+        copier.run()
+    assert env.scalar("SELECT count(*) FROM users_new") == 1_000  # the first batch stays, the rest waits
+    (event,) = RunHandle(env.db, config).events("critical_load")
+    assert event.detail["halt"] and event.detail["watermark"] == 1_000 and event.detail["partition"] == 0
