@@ -7,10 +7,10 @@
 # image, as the airflow user, with apache-airflow pinned to the image's own version so pip
 # cannot upgrade or downgrade Airflow while resolving.
 #
-#   pyrate-limiter  - the engine's rows/s token bucket (include/zdt_backfill/throttler.py).
+#   pyrate-limiter  - the engine's rows/s token bucket (include/zdt_backfill/signals/throttler.py).
 #                     Not in the official image.
 #   sqlglot         - parses column expressions in pre-flight (include/zdt_backfill/expressions.py).
-#   matplotlib      - the report's PNG charts (include/zdt_backfill/report_html.py, Agg backend).
+#   matplotlib      - the report's PNG charts (include/zdt_backfill/report/html.py, Agg backend).
 #   psycopg[binary] - psycopg 3, imported directly by include/zdt_backfill/db.py and used by
 #                     PostgresHook. Only recent postgres providers require it (older ones had
 #                     it as an optional extra), so it is pinned here rather than assumed.

@@ -34,12 +34,12 @@ for _p in (ROOT / "include", ROOT / "scripts", ROOT / "bench"):
         sys.path.insert(0, str(_p))
 
 import localdb  # noqa: E402
-from zdt_backfill.chunker import Partition  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
-from zdt_backfill.copier import PartitionCopier  # noqa: E402
+from zdt_backfill.copy.chunker import Partition  # noqa: E402
+from zdt_backfill.copy.copier import PartitionCopier  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
-from zdt_backfill.preflight import run_preflight  # noqa: E402
-from zdt_backfill.throttler import StopRequestedError  # noqa: E402
+from zdt_backfill.lifecycle.preflight import run_preflight  # noqa: E402
+from zdt_backfill.signals.throttler import StopRequestedError  # noqa: E402
 
 
 def env_int(name: str, default: int) -> int:

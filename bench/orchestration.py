@@ -20,9 +20,9 @@ from typing import Any
 import common
 
 import localdb
-from zdt_backfill import checksum
-from zdt_backfill.chunker import Partition
+from zdt_backfill.copy.chunker import Partition
 from zdt_backfill.db import Database
+from zdt_backfill.verify import checksum
 
 AIRFLOW_HOME = common.BASE / "airflow"
 
@@ -77,7 +77,7 @@ def dag_wall(pair: localdb.Pair, db: Database) -> dict[str, Any]:
 
 
 def checksum_partitions(db: Database, conn: Any, run_id: str) -> list[Any]:
-    from zdt_backfill.checkpoint import CheckpointStore
+    from zdt_backfill.state.checkpoint import CheckpointStore
 
     return CheckpointStore(db).progress(conn, run_id)
 

@@ -44,11 +44,11 @@ for _p in (ROOT / "include", ROOT / "scripts", ROOT / "bench"):
 import common  # noqa: E402
 
 import localdb  # noqa: E402
-from zdt_backfill.chunker import Partition  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
-from zdt_backfill.copier import PartitionCopier  # noqa: E402
+from zdt_backfill.copy.chunker import Partition  # noqa: E402
+from zdt_backfill.copy.copier import PartitionCopier  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
-from zdt_backfill.preflight import run_preflight  # noqa: E402
+from zdt_backfill.lifecycle.preflight import run_preflight  # noqa: E402
 
 ROWS = int(os.environ.get("PROFILE_ROWS", "300000"))
 BATCH = int(os.environ.get("PROFILE_BATCH", "1000"))

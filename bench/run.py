@@ -43,10 +43,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
 import localdb  # noqa: E402
-from zdt_backfill.checksum import validate  # noqa: E402
-from zdt_backfill.chunker import Partition  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
+from zdt_backfill.copy.chunker import Partition  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
+from zdt_backfill.verify.checksum import validate  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import charts  # noqa: E402
@@ -200,7 +200,7 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
 def bench_oltp(name: str, pair: localdb.Pair, db: Database) -> dict:
     """Issue 6: the fixed-rate application load (bench/oltp.py) alone, during a monolithic insert,
     and during a prod-profile engine run (stopped at the window's end), with replica lag sampled."""
-    from zdt_backfill.lag import ReplicaLagProbe
+    from zdt_backfill.signals.lag import ReplicaLagProbe
 
     out: dict = {"oltp_rate_per_s": OLTP_RATE, "oltp_seconds": OLTP_SECONDS}
     reset_target(db)

@@ -3,24 +3,21 @@
 Plain Python with no Airflow import (a test enforces it), so the same engine runs
 from the Airflow layer in ``plugins/zdt_airflow``, from a CLI, or from a test.
 
-Roles, one module each (the vocabulary of gh-ost, Spirit and pgroll):
+Rooms, one package each (the vocabulary of gh-ost, Spirit and pgroll; ARCHITECTURE.md
+says what each owns and how a batch travels through them):
 
-- :mod:`.config`     one validated :class:`RunConfig` per run, built from Params/conf
-- :mod:`.identifiers` identifier validation; quoting is done by SQLAlchemy's dialects
-- :mod:`.dialects`   per-engine SQL builders (pure functions, unit-tested without a database)
-- :mod:`.db`         a DB-API connection factory plus its dialect and session settings
-- :mod:`.chunker`    key-range partitions and keyset chunks (a :class:`Chunker` interface)
-- :mod:`.checkpoint` the checkpoint and run-lock tables in the target database
-- :mod:`.throttler`  rows/s pacing and the replica-lag gate; :func:`decide` is pure
-- :mod:`.lag`        replica lag probes
-- :mod:`.copier`     the batch loop of one partition (one transaction per batch)
-- :mod:`.preflight`  read-only checks before anything is written
-- :mod:`.dualwrite`  dual-write confirmation
-- :mod:`.checksum`   in-database checksums of source projection vs target, per partition
-- :mod:`.decision`   forward (contract) or rollback, on the seed's thresholds
-- :mod:`.contract`, :mod:`.rollback`  the two ends of expand/contract
-- :mod:`.report`     the run report (JSON + Markdown)
-- :mod:`.cli`        ``zdt-backfill`` / ``python -m zdt_backfill``: read-only ``plan``
+- :mod:`.config`, :mod:`.identifiers`, :mod:`.expressions`  one validated ``RunConfig`` per
+  run; identifier and expression guards
+- :mod:`.db`          a DB-API connection factory plus its dialect and session settings
+- :mod:`.dialects`    every engine difference: SQL, errors, EXPLAIN reading, introspection
+- :mod:`.state`       the run's state machine and lease (``runstate``), checkpoints
+- :mod:`.signals`     replica lag, heartbeat, load, critical load, error-rate signals, the throttler
+- :mod:`.copy`        keyset chunker, the batch loop of a partition, repair, progress lines
+- :mod:`.verify`      checksums, the seed's checklist, environment parity
+- :mod:`.routing`     the routing flags and the 1 % read ramp
+- :mod:`.lifecycle`   pre-flight, dual-write, decision, contract, rollback, dry run: the steps
+- :mod:`.report`      the run report (JSON, Markdown, HTML with charts)
+- :mod:`.cli`         ``zdt-backfill`` / ``python -m zdt_backfill``
 """
 
 __version__ = "0.2.0"

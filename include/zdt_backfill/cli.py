@@ -8,7 +8,7 @@
     zdt-backfill parity --staging-url URL --production-url URL --table T [--table T2] [--json]
     python -m zdt_backfill plan ...
 
-``plan`` runs pre-flight's read-only checks (:func:`zdt_backfill.preflight.inspect`) in one
+``plan`` runs pre-flight's read-only checks (:func:`zdt_backfill.lifecycle.preflight.inspect`) in one
 session that is rolled back, and prints every check and the planned partitions. It writes
 nothing: no control table, no run lock, no checkpoint. The conf is the DAG's conf JSON (see
 the README's conf reference); its ``conn_id`` is not needed (``--url`` names the database),
@@ -173,7 +173,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .db import Database
     from .errors import PreflightError
-    from .preflight import inspect
+    from .lifecycle.preflight import inspect
 
     if not args.url:
         raise UsageError(f"--url is required (or set ${URL_ENV})")
@@ -210,8 +210,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .db import Database
-    from .dryrun import dry_run
     from .errors import PreflightError
+    from .lifecycle.dryrun import dry_run
 
     if not args.url:
         raise UsageError(f"--url is required (or set ${URL_ENV})")
@@ -257,7 +257,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
     from .db import Database
-    from .diagnose import CRITICAL, diagnose
+    from .signals.diagnose import CRITICAL, diagnose
 
     if not args.url:
         raise UsageError(f"--url is required (or set ${URL_ENV})")
@@ -289,7 +289,7 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 def cmd_parity(args: argparse.Namespace) -> int:
     from .db import Database
     from .identifiers import validate_identifier
-    from .parity import compare
+    from .verify.parity import compare
 
     dbs = []
     for flag, url in (("--staging-url", args.staging_url), ("--production-url", args.production_url)):

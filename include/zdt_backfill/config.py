@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .identifiers import validate_expression, validate_identifier
 
 if TYPE_CHECKING:
-    from .chunker import BatchSizer
+    from .copy.chunker import BatchSizer
 
 MODES = ("copy", "fill")
 DUAL_WRITE_MODES = ("check", "assumed")
@@ -101,7 +101,7 @@ DEFAULT_APPROVAL_TIMEOUT_MINUTES = 72 * 60.0
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Decision thresholds, from the seed's Forward & Rollback Paths table (see :mod:`.decision`).
+    """Decision thresholds, from the seed's Forward & Rollback Paths table (see :mod:`zdt_backfill.lifecycle.decision`).
 
     Errors (data errors, differences left after repair) above ``max_error_rate_pct`` roll
     back; none goes forward; in between holds for a human. Replica lag never rolls back:
@@ -384,10 +384,10 @@ class RunConfig:
         return self.max_rows_per_second / max(1, planned or self.partitions)
 
     def batch_sizer(self) -> BatchSizer:
-        """A fresh :class:`~.chunker.BatchSizer` of this run's copy batches (``batch_size``,
+        """A fresh :class:`~zdt_backfill.copy.chunker.BatchSizer` of this run's copy batches (``batch_size``,
         ``target_batch_seconds``, ``min_batch_size``, ``max_batch_size``): the one the copier
         adapts, and what the dry run and :meth:`describe` show as the first batch size (rows)."""
-        from .chunker import BatchSizer
+        from .copy.chunker import BatchSizer
 
         return BatchSizer(self.batch_size, self.target_batch_seconds, self.min_batch_size, self.max_batch_size)
 

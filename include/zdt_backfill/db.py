@@ -45,7 +45,7 @@ class Database:
     """A connection factory and the SQL dialect of what it connects to.
 
     :param connect: returns a new DB-API 2 connection with autocommit off.
-    :param dialect: the engine's :class:`~.dialects.Dialect`.
+    :param dialect: the engine's :class:`~zdt_backfill.dialects.Dialect`.
     :param schema: schema (PostgreSQL) or database (MySQL) holding the tables; ``None``
         means the connection's default.
     :param name: a label for logs (the Airflow connection id).
@@ -117,7 +117,7 @@ class Database:
         """A connection for the duration of a ``with`` block, closed afterwards.
 
         With ``tag`` set, the session gets the backfill's safety settings (see
-        :meth:`~.dialects.Dialect.session_setup`) and is committed once before use.
+        :meth:`~zdt_backfill.dialects.Dialect.session_setup`) and is committed once before use.
         """
         conn = self.connect()
         try:
@@ -205,7 +205,7 @@ class Database:
     ) -> list[list[tuple]]:
         """Run DDL (or any statement that takes a table-level lock) with a bounded lock wait, retried.
 
-        Each attempt opens a session with :meth:`~.dialects.Dialect.ddl_session_setup` (PostgreSQL
+        Each attempt opens a session with :meth:`~zdt_backfill.dialects.Dialect.ddl_session_setup` (PostgreSQL
         ``lock_timeout``; MySQL ``lock_wait_timeout`` for the metadata lock and
         ``innodb_lock_wait_timeout``), runs ``statements`` in one transaction and commits. A lock
         wait that times out is a transient error: the attempt rolls back and the next one starts

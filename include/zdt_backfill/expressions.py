@@ -115,7 +115,7 @@ def expression_problems(
     """Why a column expression is not a pure function of the source row (empty: it is).
 
     :param sql: the column expression, as in the run's ``columns``.
-    :param engine: ``postgres`` or ``mysql`` (the :class:`~.dialects.Dialect` name).
+    :param engine: ``postgres`` or ``mysql`` (the :class:`~zdt_backfill.dialects.Dialect` name).
     :param allow_functions: more function names to accept (case-insensitive): the run's
         ``allow_functions`` conf. They never override the refused lists.
     :param table: the source table; a column qualified with this name is accepted.

@@ -2,7 +2,7 @@
 
 Identifiers (schema, table, column names) come from user conf and end up in SQL.
 They are validated here against a strict ASCII grammar and then *always* quoted by
-SQLAlchemy's dialect preparer (see :mod:`.dialects`); values are always bound
+SQLAlchemy's dialect preparer (see :mod:`zdt_backfill.dialects`); values are always bound
 parameters. The grammar refuses quotes, semicolons, whitespace, comment markers and
 Unicode look-alikes (a Cyrillic ``а`` is not an ASCII ``a``), which is stricter than
 either database needs, on purpose: names outside it are rare in schemas that get

@@ -5,7 +5,7 @@ run on ``users_new`` at its next batch; ``{"users_new": {"pause": false}}`` resu
 ``{"users_new": {"max_rows_per_second": 200, "target_batch_seconds": 0.2}}`` changes the
 ceiling and the batch time target live; ``{"users_new": {"stop": true}}`` halts the run
 (nothing destroyed). The key ``"*"`` applies to every table. The same keys can be set in
-SQL, in ``zdt_backfill_runs.control`` (see :meth:`zdt_backfill.runstate.RunHandle.control`).
+SQL, in ``zdt_backfill_runs.control`` (see :meth:`zdt_backfill.state.runstate.RunHandle.control`).
 """
 
 from __future__ import annotations

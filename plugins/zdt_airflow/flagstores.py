@@ -26,7 +26,7 @@ import re
 
 from zdt_backfill.db import Database
 from zdt_backfill.errors import ConfigError
-from zdt_backfill.routing import FlagStore, FlagValue, flag_store_from_config
+from zdt_backfill.routing.flags import FlagStore, FlagValue, flag_store_from_config
 
 #: Airflow's Variable key rule (``airflow.utils.helpers.validate_key``): at most 250 characters
 #: of letters, digits, ``-``, ``.`` and ``_``, no ``..``.
@@ -86,7 +86,7 @@ class VariableFlagStore:
 def flag_store_for(kind: str, db: Database | None = None, url: str | None = None,
                    variable_prefix: str = "zdt_flag_") -> FlagStore:
     """A flag store by kind: ``"variable"`` (:class:`VariableFlagStore`), else the engine's
-    ``"table"`` / ``"http"`` (:func:`zdt_backfill.routing.flag_store_from_config`).
+    ``"table"`` / ``"http"`` (:func:`zdt_backfill.routing.flags.flag_store_from_config`).
 
     :raises ConfigError: an unknown kind or a missing argument.
     """

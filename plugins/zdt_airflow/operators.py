@@ -29,11 +29,11 @@ from zdt_airflow.control import variable_control
 from zdt_airflow.flagstores import flag_store_for
 from zdt_airflow.hooks import BackfillHook
 from zdt_backfill import lifecycle, report
-from zdt_backfill.chunker import Chunk, Partition
 from zdt_backfill.config import RunConfig
+from zdt_backfill.copy.chunker import Chunk, Partition
 from zdt_backfill.db import Database
 from zdt_backfill.errors import PermanentError
-from zdt_backfill.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
+from zdt_backfill.signals.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
 
 #: Task ids inside the DAG (group-prefixed).
 PREFLIGHT_TASK = "preflight.check"
@@ -197,7 +197,7 @@ class RepairOperator(BackfillOperator):
 
 
 class DecideOperator(BackfillOperator):
-    """Holds for healthy replicas, then decides forward / rollback / hold (see :mod:`zdt_backfill.decision`)."""
+    """Holds for healthy replicas, then decides forward / rollback / hold (see :mod:`zdt_backfill.lifecycle.decision`)."""
 
     def run(self, config, db, context):
         with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:

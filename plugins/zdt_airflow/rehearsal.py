@@ -22,11 +22,12 @@ import logging
 import os
 from typing import Any
 
-from zdt_backfill import contract, report, rollback
-from zdt_backfill.checkpoint import CheckpointStore
+from zdt_backfill import report
 from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
-from zdt_backfill.runstate import RunHandle
+from zdt_backfill.lifecycle import contract, rollback
+from zdt_backfill.state.checkpoint import CheckpointStore
+from zdt_backfill.state.runstate import RunHandle
 
 log = logging.getLogger(__name__)
 

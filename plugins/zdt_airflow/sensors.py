@@ -35,7 +35,7 @@ class ReplicaLagSensor(BaseSensorOperator):
         """Replica lag with the primary's heartbeat beating meanwhile (a beat or two first)."""
         import time
 
-        from zdt_backfill.heartbeat import HEARTBEAT_INTERVAL_SECONDS
+        from zdt_backfill.signals.heartbeat import HEARTBEAT_INTERVAL_SECONDS
 
         with heartbeat_writer(c.conn_id, c.schema, heartbeat, c.run_id):
             time.sleep(2 * HEARTBEAT_INTERVAL_SECONDS)

@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 def measure_lag(conn_ids: list[str], schema: str | None = None, heartbeat: str | None = None) -> dict[str, float | None]:
     """Lag (s) of each replica connection; ``None`` when unreachable, unknown, or not a replica."""
     from zdt_airflow.hooks import BackfillHook
-    from zdt_backfill.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
+    from zdt_backfill.signals.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
 
     readings: dict[str, float | None] = {}
     for conn_id in conn_ids:
@@ -35,11 +35,11 @@ def caught_up(readings: dict[str, float | None], max_lag_seconds: float) -> bool
 
 
 def heartbeat_writer(primary_conn_id: str | None, schema: str | None, heartbeat: str | None, run_id: str) -> Any:
-    """A :class:`~zdt_backfill.heartbeat.HeartbeatWriter` on the primary, or ``None`` without a heartbeat row."""
+    """A :class:`~zdt_backfill.signals.heartbeat.HeartbeatWriter` on the primary, or ``None`` without a heartbeat row."""
     if not (primary_conn_id and heartbeat):
         return None
     from zdt_airflow.hooks import BackfillHook
-    from zdt_backfill.heartbeat import HeartbeatWriter
+    from zdt_backfill.signals.heartbeat import HeartbeatWriter
 
     return HeartbeatWriter(BackfillHook(primary_conn_id, schema).get_database(), heartbeat, run_id)
 

@@ -33,14 +33,15 @@ from decimal import Decimal
 import pytest
 
 from conftest import projection_diff, seed_users, users_conf
-from zdt_backfill import checksum, dualwrite
-from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copier import PartitionCopier
+from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.copy.copier import PartitionCopier
 from zdt_backfill.db import Database
 from zdt_backfill.dialects import MySQLDialect
 from zdt_backfill.errors import PreflightError
-from zdt_backfill.preflight import run_preflight
+from zdt_backfill.lifecycle import dualwrite
+from zdt_backfill.lifecycle.preflight import run_preflight
+from zdt_backfill.verify import checksum
 
 pytestmark = pytest.mark.integration
 

@@ -16,12 +16,12 @@ import time
 import pytest
 
 from conftest import projection_diff, seed_users, users_conf
-from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copier import PartitionCopier
-from zdt_backfill.preflight import run_preflight
-from zdt_backfill.runstate import RunHandle
-from zdt_backfill.throttler import CriticalLoadError
+from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.lifecycle.preflight import run_preflight
+from zdt_backfill.signals.critical import CriticalLoadError
+from zdt_backfill.state.runstate import RunHandle
 
 pytestmark = pytest.mark.integration
 

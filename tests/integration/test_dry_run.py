@@ -1,4 +1,4 @@
-"""The dry run (``zdt_backfill.dryrun``, ``zdt-backfill dry-run`` and the seed's
+"""The dry run (``zdt_backfill.lifecycle.dryrun``, ``zdt-backfill dry-run`` and the seed's
 ``scripts/backfill_executor.sh``) against real PostgreSQL and MariaDB: it EXPLAINs the real
 batch statement, lists partition and batch boundaries, estimates the duration, and writes
 nothing: no table's row counters move, no control table appears, the target stays empty."""
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, seed_users, source_fingerprint, users_conf
-from zdt_backfill import dryrun
 from zdt_backfill.config import RunConfig
+from zdt_backfill.lifecycle import dryrun
 
 pytestmark = pytest.mark.integration
 

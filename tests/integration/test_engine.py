@@ -9,16 +9,18 @@ import pytest
 
 import localdb
 from conftest import USERS_COLUMNS, missing, projection_diff, seed_users, source_fingerprint, users_conf
-from zdt_backfill import checksum, lifecycle, rollback
-from zdt_backfill.checkpoint import CheckpointStore
-from zdt_backfill.chunker import Partition
+from zdt_backfill import lifecycle
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copier import PartitionCopier
+from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.copy.copier import PartitionCopier
 from zdt_backfill.db import Database
 from zdt_backfill.errors import BatchError, CheckpointConflictError, ConcurrentRunError, PreflightError
-from zdt_backfill.lag import ReplicaStatusProbe
-from zdt_backfill.preflight import run_preflight
-from zdt_backfill.runstate import HALTED, RunHandle
+from zdt_backfill.lifecycle import rollback
+from zdt_backfill.lifecycle.preflight import run_preflight
+from zdt_backfill.signals.lag import ReplicaStatusProbe
+from zdt_backfill.state.checkpoint import CheckpointStore
+from zdt_backfill.state.runstate import HALTED, RunHandle
+from zdt_backfill.verify import checksum
 
 pytestmark = pytest.mark.integration
 
@@ -274,7 +276,7 @@ def test_rollback_truncates_the_target_restores_sequences_and_is_safe_twice(env)
     lifecycle.validate(config, env.db, "test")
     for _ in range(2):  # rollback twice is safe: the second pass is a no-op
         for step in ("stop", "flip_routing", "empty_target", "restore_sequences", "clear_caches", "finish"):
-            from zdt_backfill.routing import TableFlagStore
+            from zdt_backfill.routing.flags import TableFlagStore
 
             lifecycle.rollback_step(step, config, env.db, TableFlagStore(env.db), [], "test")
         assert env.scalar("SELECT count(*) FROM users_new") == 0

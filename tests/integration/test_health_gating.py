@@ -11,14 +11,14 @@ import pytest
 
 import localdb
 from conftest import projection_diff, seed_users, users_conf
-from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copier import PartitionCopier
+from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.copy.copier import PartitionCopier
 from zdt_backfill.db import Database
 from zdt_backfill.errors import BatchError
-from zdt_backfill.lag import ReplicaLagProbe
-from zdt_backfill.preflight import run_preflight
-from zdt_backfill.runstate import RunHandle
+from zdt_backfill.lifecycle.preflight import run_preflight
+from zdt_backfill.signals.lag import ReplicaLagProbe
+from zdt_backfill.state.runstate import RunHandle
 
 pytestmark = pytest.mark.integration
 
@@ -262,7 +262,7 @@ def test_live_control_pauses_and_resumes_within_a_batch_and_stop_halts(env):
     assert result.throttled_seconds.get("paused", 0) >= 1.5
     assert marks["next"] - t0 >= 2.0 and result.progress["keys_scanned"] == 20_000
     handle.set_control(stop=True)
-    from zdt_backfill.throttler import StopRequestedError
+    from zdt_backfill.signals.throttler import StopRequestedError
 
     env.sql("TRUNCATE TABLE users_new")
     again = RunConfig.from_params(users_conf(env, batch_size=500, partitions=1), run_id="control2")
@@ -311,7 +311,7 @@ def _quietly(fn):
 def test_lag_above_the_halt_threshold_sustained_halts_the_copy_and_destroys_nothing(env):
     """The seed's rule: lag over 5 s halts. Here with 1 s sustained for 2 s, on a replica whose
     replay is paused (PostgreSQL) or whose SQL thread is stopped... then left so (MariaDB)."""
-    from zdt_backfill.throttler import SustainedLagError
+    from zdt_backfill.signals.throttler import SustainedLagError
 
     if env.engine == "postgres":
         fault, heal = (lambda: localdb.pause_replay(env.pair)), (lambda: localdb.resume_replay(env.pair))
@@ -330,7 +330,8 @@ def test_lag_above_the_halt_threshold_sustained_halts_the_copy_and_destroys_noth
 
 
 def test_postgres_replica_lag_in_wal_bytes_is_read_on_the_primary_and_throttles(pg_env):
-    from zdt_backfill.throttler import Limits, LoadCollector, Readings, decide
+    from zdt_backfill.signals.load import LoadCollector
+    from zdt_backfill.signals.throttler import Limits, Readings, decide
 
     env = pg_env
     seed_users(env, 1_000)

@@ -26,9 +26,9 @@ from conftest import USERS_COLUMNS, projection_diff, seed_users, source_fingerpr
 from zdt_backfill import lifecycle
 from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
-from zdt_backfill.lag import ReplicaStatusProbe
-from zdt_backfill.routing import TableFlagStore
-from zdt_backfill.runstate import RunHandle
+from zdt_backfill.routing.flags import TableFlagStore
+from zdt_backfill.signals.lag import ReplicaStatusProbe
+from zdt_backfill.state.runstate import RunHandle
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 
 from conftest import _fresh_env, seed_users
-from zdt_backfill import parity
 from zdt_backfill.db import Database
 from zdt_backfill.errors import PreflightError
+from zdt_backfill.verify import parity
 
 TABLES = ["users_legacy", "users_new"]
 
@@ -162,7 +162,7 @@ def test_cli_parity_exit_codes(two, capsys):
 def test_preflight_fails_on_a_fatal_parity_difference_before_writing_anything(two):
     from conftest import users_conf
     from zdt_backfill.config import RunConfig
-    from zdt_backfill.preflight import run_preflight
+    from zdt_backfill.lifecycle.preflight import run_preflight
 
     staging, production = two
     production.sql("DROP INDEX users_legacy_email" + ("" if production.engine == "postgres" else " ON users_legacy"))

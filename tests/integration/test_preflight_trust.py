@@ -19,7 +19,7 @@ import pytest
 from conftest import seed_users, source_fingerprint, users_conf
 from zdt_backfill.config import RunConfig
 from zdt_backfill.errors import PreflightError
-from zdt_backfill.preflight import inspect, run_preflight
+from zdt_backfill.lifecycle.preflight import inspect, run_preflight
 
 pytestmark = pytest.mark.integration
 

@@ -55,7 +55,7 @@ def test_sensor_defers_while_lagging_and_returns_at_once_when_caught_up(env, mon
     from types import SimpleNamespace
 
     from zdt_backfill.config import RunConfig
-    from zdt_backfill.preflight import run_preflight
+    from zdt_backfill.lifecycle.preflight import run_preflight
 
     seed_users(env, 100)
     sensor = ReplicaLagSensor(task_id="wait_for_replicas")

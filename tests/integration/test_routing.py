@@ -13,17 +13,9 @@ from urllib.parse import unquote
 import httpx
 import pytest
 
-from zdt_backfill.routing import (
-    FLAGS,
-    LEGACY,
-    NEW,
-    FlagValue,
-    HttpErrorSignal,
-    HttpFlagStore,
-    SqlErrorSignal,
-    TableFlagStore,
-    ramp,
-)
+from zdt_backfill.routing.flags import FLAGS, LEGACY, NEW, FlagValue, HttpFlagStore, TableFlagStore
+from zdt_backfill.routing.ramp import ramp
+from zdt_backfill.signals.errorsignal import HttpErrorSignal, SqlErrorSignal
 
 pytestmark = pytest.mark.integration
 

@@ -10,15 +10,16 @@ import pytest
 
 import localdb
 from conftest import projection_diff, seed_users, users_conf
-from zdt_backfill import lifecycle, runstate
-from zdt_backfill.chunker import Partition
+from zdt_backfill import lifecycle
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copier import PartitionCopier
+from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.copy.copier import PartitionCopier
 from zdt_backfill.errors import ConcurrentRunError, RunStoppedError
-from zdt_backfill.lag import ReplicaStatusProbe
-from zdt_backfill.preflight import run_preflight
-from zdt_backfill.routing import TableFlagStore
-from zdt_backfill.runstate import InvalidTransitionError, RunHandle
+from zdt_backfill.lifecycle.preflight import run_preflight
+from zdt_backfill.routing.flags import TableFlagStore
+from zdt_backfill.signals.lag import ReplicaStatusProbe
+from zdt_backfill.state import runstate
+from zdt_backfill.state.runstate import InvalidTransitionError, RunHandle
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +49,7 @@ def test_the_lock_key_is_the_same_for_a_null_and_an_explicit_schema(env):
 
 
 def test_a_preflight_failing_after_the_lock_leaves_no_lock(env, monkeypatch):
-    from zdt_backfill.checkpoint import CheckpointStore
+    from zdt_backfill.state.checkpoint import CheckpointStore
 
     seed_users(env, 100)
     config = RunConfig.from_params(users_conf(env), run_id="fails_late")

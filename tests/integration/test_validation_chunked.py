@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 
 from conftest import seed_users, users_conf
-from zdt_backfill import checksum
-from zdt_backfill.checklist import failed_data_items, run_checklist
-from zdt_backfill.chunker import Partition
 from zdt_backfill.config import RunConfig, Thresholds
-from zdt_backfill.decision import HOLD, decide_branch
+from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.lifecycle.decision import HOLD, decide_branch
+from zdt_backfill.verify import checksum
+from zdt_backfill.verify.checklist import failed_data_items, run_checklist
 
 
 def no_wait(_seconds: float) -> None:
@@ -170,8 +170,8 @@ def test_validation_on_the_replica_gives_the_primarys_result(env):
 def _copied_run(env, rows: int, **conf):
     """A real run (pre-flight, copy, catch-up state) whose validation is then read through the lifecycle."""
     from zdt_backfill import lifecycle
-    from zdt_backfill.copier import PartitionCopier
-    from zdt_backfill.preflight import run_preflight
+    from zdt_backfill.copy.copier import PartitionCopier
+    from zdt_backfill.lifecycle.preflight import run_preflight
 
     seed_users(env, rows)
     config = RunConfig.from_params(users_conf(env, **conf), run_id="lifecycle-validate")
@@ -184,7 +184,7 @@ def _copied_run(env, rows: int, **conf):
 
 def test_lifecycle_validation_reads_a_caught_up_replica_and_records_the_checklist(env):
     from zdt_backfill import lifecycle
-    from zdt_backfill.lag import ReplicaLagProbe
+    from zdt_backfill.signals.lag import ReplicaLagProbe
 
     config = _copied_run(env, 6_000, partitions=2, batch_size=1_000, validation_source="replica",
                          replica_conn_ids=[env.replica_conn_id], validation_recheck_seconds=0)

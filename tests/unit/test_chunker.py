@@ -2,9 +2,9 @@
 
 import pytest
 
-from zdt_backfill.checksum import validation_ranges
-from zdt_backfill.chunker import Partition, partitions_at, plan_partitions
+from zdt_backfill.copy.chunker import Partition, partitions_at, plan_partitions
 from zdt_backfill.dialects import Range
+from zdt_backfill.verify.checksum import validation_ranges
 
 
 def covered(parts):

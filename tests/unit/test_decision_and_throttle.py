@@ -5,8 +5,8 @@ import time
 import pytest
 
 from zdt_backfill.config import Thresholds
-from zdt_backfill.decision import decide_branch, error_rate_pct
-from zdt_backfill.throttler import Limits, Readings, Throttler, decide
+from zdt_backfill.lifecycle.decision import decide_branch, error_rate_pct
+from zdt_backfill.signals.throttler import Limits, Readings, Throttler, decide
 
 T = Thresholds()
 
@@ -43,7 +43,7 @@ def test_error_rate_boundary_is_exclusive():
 
 
 def lag(name, seconds, status="ok", detail=""):
-    from zdt_backfill.lag import LagReading
+    from zdt_backfill.signals.lag import LagReading
 
     return LagReading(name, seconds, status, "heartbeat", detail)
 
@@ -106,7 +106,7 @@ class FakeMode:
         self.log: list[tuple] = []
 
     def for_partition(self, index):
-        from zdt_backfill.throttler import CriticalMode
+        from zdt_backfill.signals.critical import CriticalMode
 
         def enter(reason, baseline):
             self.control["single_partition"] = {"reason": reason, "baseline": baseline}
@@ -176,7 +176,7 @@ def test_the_partition_holding_in_single_mode_resumes_when_the_active_one_is_don
 
 
 def test_critical_load_again_after_it_cleared_halts_the_throttler():
-    from zdt_backfill.throttler import CriticalLoadError
+    from zdt_backfill.signals.critical import CriticalLoadError
 
     clock, now, sleep = fake_time()
     mode = FakeMode()
@@ -218,7 +218,7 @@ def test_lag_gate_holds_until_the_replica_catches_up():
 
 
 def test_lag_above_the_halt_threshold_sustained_halts_but_a_spike_only_throttles():
-    from zdt_backfill.throttler import SustainedLagError
+    from zdt_backfill.signals.throttler import SustainedLagError
 
     # a 60 s spike at 8 s lag, then caught up: throttled, never halted (grace 300 s)
     clock, now, sleep = fake_time()
@@ -269,7 +269,7 @@ def test_a_held_throttle_logs_its_kind_once_and_its_figure_every_ten_seconds(cap
     clock, now, sleep = fake_time()
     readings = [5.0 + i * 0.01 for i in range(80)] + [0.1]
     t = Throttler(None, 100, [FakeProbe(readings)], max_lag_seconds=2.0, clock=now, sleep=sleep)
-    with caplog.at_level(logging.INFO, logger="zdt_backfill.throttler"):
+    with caplog.at_level(logging.INFO, logger="zdt_backfill.signals.throttler"):
         t.before_batch()
     lines = [r.getMessage() for r in caplog.records]
     assert sum(m.startswith("throttle: lag=") for m in lines) == 1  # the change of kind, once
@@ -289,7 +289,7 @@ def test_live_control_changes_the_rate_ceiling():
 
 
 def test_a_stop_request_raises():
-    from zdt_backfill.throttler import StopRequestedError
+    from zdt_backfill.signals.throttler import StopRequestedError
 
     with pytest.raises(StopRequestedError):
         Throttler(None, 100, control=lambda: {"stop": True}).before_batch()
@@ -318,7 +318,7 @@ def test_the_ceiling_is_shared_by_the_planned_partitions():
 
 
 def test_batch_sizer_follows_spirits_rule():
-    from zdt_backfill.chunker import BatchSizer
+    from zdt_backfill.copy.chunker import BatchSizer
 
     s = BatchSizer(1_000, 0.5, 100, 10_000)
     assert s.feedback(1_000, 0.1) == 1_500  # 5x too fast: grows, at most 1.5x a step
@@ -343,7 +343,7 @@ def test_batch_sizer_follows_spirits_rule():
 
 
 def test_load_collector_turns_counters_into_rates():
-    from zdt_backfill.throttler import LoadCollector
+    from zdt_backfill.signals.load import LoadCollector
 
     class FakeDialect:
         name = "postgres"

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from zdt_backfill import dryrun
 from zdt_backfill.dialects import dialect_for
+from zdt_backfill.lifecycle import dryrun
 
 
 def _pg(scan: dict, cost: float) -> list:

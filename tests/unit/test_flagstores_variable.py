@@ -12,7 +12,7 @@ from zdt_airflow.flagstores import VariableFlagStore, flag_store_for
 from zdt_backfill.db import Database
 from zdt_backfill.dialects import dialect_for
 from zdt_backfill.errors import ConfigError
-from zdt_backfill.routing import HttpFlagStore, TableFlagStore
+from zdt_backfill.routing.flags import HttpFlagStore, TableFlagStore
 
 
 def test_flag_store_for_kinds():
@@ -43,7 +43,7 @@ def test_variable_flag_store_round_trips_inside_a_task(airflow_db, monkeypatch, 
         @task
         def round_trip() -> dict:
             from zdt_airflow.flagstores import VariableFlagStore
-            from zdt_backfill.routing import LEGACY, NEW, FlagValue
+            from zdt_backfill.routing.flags import LEGACY, NEW, FlagValue
 
             store = VariableFlagStore()
             seen = {"before": store.get("users_new_read_path")}

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from zdt_backfill import parity
 from zdt_backfill.errors import PreflightError
-from zdt_backfill.parity import Snapshot, diff_snapshots
+from zdt_backfill.verify import parity
+from zdt_backfill.verify.parity import Snapshot, diff_snapshots
 
 
 def pg(**settings):

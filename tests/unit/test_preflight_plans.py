@@ -1,6 +1,6 @@
 """Pre-flight's EXPLAIN verdicts on real-shaped plans (PostgreSQL JSON, MySQL tabular)."""
 
-from zdt_backfill.preflight import _mysql_uses_index, _pg_uses_index
+from zdt_backfill.lifecycle.preflight import _mysql_uses_index, _pg_uses_index
 
 PG_INDEX = [{"Plan": {"Node Type": "ModifyTable", "Plans": [
     {"Node Type": "Index Scan", "Relation Name": "users_legacy", "Index Name": "users_legacy_pkey"}]}}]

@@ -3,7 +3,7 @@ line and the summary in words (fake clock)."""
 
 from types import SimpleNamespace
 
-from zdt_backfill.progress import (
+from zdt_backfill.copy.progress import (
     PartitionProgressLog,
     RunProgressLog,
     duration,

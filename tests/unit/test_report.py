@@ -5,9 +5,9 @@ tests/e2e/test_run_control_dag.py)."""
 import json
 from datetime import datetime, timedelta, timezone
 
-from zdt_backfill.checkpoint import PartitionProgress
 from zdt_backfill.report import from_rows, summary, to_markdown, write
-from zdt_backfill.runstate import Event
+from zdt_backfill.state.checkpoint import PartitionProgress
+from zdt_backfill.state.runstate import Event
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 CONFIG = {"run_id": "r1", "mode": "copy", "source_table": "a", "target_table": "b", "profile": "prod"}

@@ -3,7 +3,7 @@
 import base64
 import re
 
-from zdt_backfill.report_html import rates, throttled_spans, to_html
+from zdt_backfill.report.html import rates, throttled_spans, to_html
 
 
 def samples():

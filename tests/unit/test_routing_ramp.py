@@ -9,18 +9,9 @@ import math
 import pytest
 
 from zdt_backfill.errors import ConfigError
-from zdt_backfill.routing import (
-    LEGACY,
-    NEW,
-    FlagValue,
-    HttpErrorSignal,
-    HttpFlagStore,
-    RampResult,
-    SqlErrorSignal,
-    TableFlagStore,
-    flag_store_from_config,
-    ramp,
-)
+from zdt_backfill.routing.flags import LEGACY, NEW, FlagValue, HttpFlagStore, TableFlagStore, flag_store_from_config
+from zdt_backfill.routing.ramp import RampResult, ramp
+from zdt_backfill.signals.errorsignal import HttpErrorSignal, SqlErrorSignal
 
 STEP = FlagValue("new", 1)
 
@@ -141,7 +132,7 @@ def test_an_unreadable_reading_flips_back(bad):
 def test_no_signal_goes_to_100_percent_after_the_watch(caplog):
     clock = FakeClock()
     store = FakeStore(LEGACY)
-    with caplog.at_level(logging.INFO, logger="zdt_backfill.routing"):
+    with caplog.at_level(logging.INFO, logger="zdt_backfill.routing.ramp"):
         r = run(store, None, clock, watch_seconds=30.0, poll_seconds=10.0)
     assert r.ok and r.final == NEW and r.readings == [] and r.signal is None
     assert store.values == [STEP, NEW]

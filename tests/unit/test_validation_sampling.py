@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from zdt_backfill.checklist import failed_data_items
-from zdt_backfill.checksum import sample_size
 from zdt_backfill.config import RunConfig, Thresholds
-from zdt_backfill.decision import FORWARD, HOLD, ROLLBACK, decide_branch
 from zdt_backfill.errors import ConfigError
+from zdt_backfill.lifecycle.decision import FORWARD, HOLD, ROLLBACK, decide_branch
+from zdt_backfill.verify.checklist import failed_data_items
+from zdt_backfill.verify.checksum import sample_size
 
 BASE = {"conn_id": "c", "source_table": "a", "target_table": "b", "key": "id", "columns": {"x": "y"},
         "dual_write": "assumed"}

@@ -27,7 +27,7 @@ from typing import Any
 #: How often a partition logs the whole run's progress (s).
 RUN_PROGRESS_SECONDS = 30.0
 
-#: Throttle kinds (:func:`~.throttler.decide`, ``rate``) in words.
+#: Throttle kinds (:func:`~zdt_backfill.signals.throttler.decide`, ``rate``) in words.
 THROTTLE_WORDS = {
     "rate": "rate ceiling",
     "lag": "replica lag",
@@ -182,7 +182,7 @@ class RunProgressLog:
 
 
 def partition_summary(label: str, result: Mapping[str, Any]) -> str:
-    """A partition attempt in words, from :class:`~.copier.PartitionResult` as a dict.
+    """A partition attempt in words, from :class:`~zdt_backfill.copy.copier.PartitionResult` as a dict.
 
     ``p1 [500001..1000000]: copied 499,998 rows (scanned 500,000 keys in all) in 41.2 s this
     attempt, 12,130 rows/s; throttled 6.1 s (replica lag 4.0 s, rate ceiling 2.1 s);

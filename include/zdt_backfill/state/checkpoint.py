@@ -4,10 +4,10 @@
 (the persisted plan), its watermark (the last key copied) and counters. A batch's writes
 and its checkpoint update commit in one transaction, so a retried or restarted partition
 resumes exactly where it stopped. The update is fenced on the run still holding its lock
-in the expected state (a predicate from :meth:`~.runstate.RunHandle.guard`), so a run that
+in the expected state (a predicate from :meth:`~zdt_backfill.state.runstate.RunHandle.guard`), so a run that
 lost its lease, or was stopped, cannot commit a batch.
 
-The run's state and lease live in :mod:`.runstate`; routing flags in :mod:`.routing`.
+The run's state and lease live in :mod:`zdt_backfill.state.runstate`; routing flags in :mod:`zdt_backfill.routing`.
 These tables are created only after pre-flight has passed, so a run refused for bad
 input leaves the database as it found it.
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .db import Database
-from .errors import CheckpointConflictError, PreflightError, RunStoppedError
+from ..db import Database
+from ..errors import CheckpointConflictError, PreflightError, RunStoppedError
 
 CHECKPOINTS = "zdt_backfill_checkpoints"
 _COLUMNS = (
@@ -178,7 +178,7 @@ class CheckpointStore:
     def advance_sql(self, new: str, rows: str, keys: str, run_id: str, partition_no: str, old: str,
                     guard_sql: str, extra_where: str = "") -> str:
         """The guarded checkpoint UPDATE of :meth:`advance`, each value an SQL expression or
-        placeholder (the fused batch statement of :meth:`~.dialects.Dialect.fused_copy_batch_sql`
+        placeholder (the fused batch statement of :meth:`~zdt_backfill.dialects.Dialect.fused_copy_batch_sql`
         writes its own chunk end and row count in)."""
         return (
             f"UPDATE {self.checkpoints} SET watermark = {new}, rows_written = rows_written + {rows},"

@@ -44,15 +44,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import heartbeat
-from .checkpoint import CheckpointStore
-from .chunker import Partition, partition_count, partitions_at, plan_partitions
-from .config import RunConfig
-from .db import Database
-from .errors import PreflightError
-from .expressions import expression_problems
-from .lag import LagProbe, max_lag
-from .runstate import HALTED, RunHandle, RunStateStore
+from ..config import RunConfig
+from ..copy.chunker import Partition, partition_count, partitions_at, plan_partitions
+from ..db import Database
+from ..errors import PreflightError
+from ..expressions import expression_problems
+from ..signals import heartbeat
+from ..signals.lag import LagProbe, max_lag
+from ..state.checkpoint import CheckpointStore
+from ..state.runstate import HALTED, RunHandle, RunStateStore
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Check:
 class Plan:
     """The outcome of pre-flight: what the backfill will do.
 
-    ``partitions`` are dicts (:meth:`~.chunker.Partition.to_dict`) ready for Airflow's
+    ``partitions`` are dicts (:meth:`~zdt_backfill.copy.chunker.Partition.to_dict`) ready for Airflow's
     dynamic task mapping; the rest goes into the run report.
     """
 
@@ -360,7 +360,7 @@ def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, ma
     key of each step is a cut), so skewed or sparse keys still give partitions of about equal
     rows, where equal key widths gave one partition nearly all of them. Each statement runs
     under the pre-flight session's statement timeout. Above :data:`QUANTILE_WALK_MAX_ROWS`
-    estimated rows it falls back to equal key widths (:func:`~.chunker.plan_partitions`).
+    estimated rows it falls back to equal key widths (:func:`~zdt_backfill.copy.chunker.plan_partitions`).
 
     :returns: contiguous partitions covering ``[min_key, max_key]``; ``[]`` for an empty table.
         Each one's ``rows``: ``step`` for a partition ending at a cut (the walk counted them),
@@ -392,7 +392,7 @@ def run_preflight(
     """Check, plan, then create the control tables and take the run lock.
 
     A run whose lock row names an expired or halted run takes it over and adopts its
-    checkpoints (see :meth:`~.runstate.RunHandle.acquire`); the partitions then come from
+    checkpoints (see :meth:`~zdt_backfill.state.runstate.RunHandle.acquire`); the partitions then come from
     those checkpoints, never from a fresh plan, which could move bounds past watermarks.
     A failure after the lock was taken releases it (the run goes to ``halted``).
 
@@ -403,7 +403,7 @@ def run_preflight(
         other environment, from ``parity_conn_id``), before anything is written.
     """
     if parity_db is not None:
-        from .parity import compare
+        from ..verify.parity import compare
 
         tables = [config.source_table] + ([config.target_table] if config.mode == "copy" else [])
         report = compare(parity_db, db, tables)  # staging = parity_db, production = this run's db

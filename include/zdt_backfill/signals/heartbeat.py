@@ -3,7 +3,7 @@
 The backfill writes the primary's clock into ``zdt_heartbeat`` at least every
 :data:`HEARTBEAT_INTERVAL_SECONDS` while it runs, from a background thread
 (:class:`HeartbeatWriter`); every replica reads ``now() - ts`` from its copy of that row
-(:meth:`~.dialects.Dialect.heartbeat_age_sql`). A replica whose WAL receiver is
+(:meth:`~zdt_backfill.dialects.Dialect.heartbeat_age_sql`). A replica whose WAL receiver is
 disconnected, whose SQL thread is stopped, or which is simply slow, shows a lag that grows
 with the time since the last heartbeat it applied. Replay status (PostgreSQL) and
 ``Seconds_Behind_Master`` stay as a second signal: they can read 0 or NULL on a stalled
@@ -20,7 +20,7 @@ import logging
 import threading
 from typing import Any
 
-from .db import Database
+from ..db import Database
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ Every item is ``{"name", "status": "pass" | "fail" | "warn" | "n/a", "detail", .
 - ``replicas_caught_up``: replica lag by heartbeat under ``max_replica_lag_seconds`` (``warn``
   only: the catch-up sensor is the gate).
 
-A ``fail`` on a data item (:data:`DATA_ITEMS`) holds the run (:func:`~.decision.decide_branch`).
+A ``fail`` on a data item (:data:`DATA_ITEMS`) holds the run (:func:`~zdt_backfill.lifecycle.decision.decide_branch`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ import logging
 import re
 from typing import Any
 
+from ..config import RunConfig
+from ..db import Database
 from .checksum import ValidationResult
-from .config import RunConfig
-from .db import Database
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _cache_hit(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, An
 def _replicas(c: RunConfig, probes: list[Any]) -> dict[str, Any]:
     if not probes:
         return item("replicas_caught_up", "n/a", "no replica probed")
-    from .lag import max_lag  # noqa: PLC0415
+    from ..signals.lag import max_lag  # noqa: PLC0415
 
     worst, per = max_lag(probes)
     limit = c.max_replica_lag_seconds if c.max_replica_lag_seconds is not None else c.thresholds.forward_max_lag_seconds

@@ -1,7 +1,7 @@
 """Replica lag probes.
 
 A probe measures one replica's lag in seconds. The signal to trust is the heartbeat
-(:mod:`.heartbeat`): ``now() - ts`` of the row the primary rewrites every 250 ms, read on
+(:mod:`zdt_backfill.signals.heartbeat`): ``now() - ts`` of the row the primary rewrites every 250 ms, read on
 the replica, so a disconnected WAL receiver, a stopped SQL thread or a slow network all
 show as growing lag (gh-ost, pt-heartbeat). The engines' own replay status is a second
 signal (PostgreSQL: time since the last replayed transaction while replay is behind;
@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .db import Database
+from ..db import Database
 
 log = logging.getLogger(__name__)
 

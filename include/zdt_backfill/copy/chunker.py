@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .db import Database
+from ..db import Database
 
 
 @dataclass(frozen=True)

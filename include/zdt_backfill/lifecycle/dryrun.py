@@ -1,13 +1,13 @@
 """Dry run: what a backfill would do, writing nothing.
 
-:func:`dry_run` runs pre-flight's read-only checks (:func:`~.preflight.inspect`), then for
+:func:`dry_run` runs pre-flight's read-only checks (:func:`~zdt_backfill.lifecycle.preflight.inspect`), then for
 the first batch of each planned partition ``EXPLAIN``\\ s the real batch statement
-(PostgreSQL ``EXPLAIN (FORMAT JSON)`` under :meth:`~.dialects.Dialect.plan_pinning`, MySQL
+(PostgreSQL ``EXPLAIN (FORMAT JSON)`` under :meth:`~zdt_backfill.dialects.Dialect.plan_pinning`, MySQL
 ``EXPLAIN FORMAT=JSON``), flags a full scan of the source (PostgreSQL ``Seq Scan``, MySQL
 ``access_type: ALL``), and on MySQL also explains the statement without its ``FORCE INDEX``
 hint, so a full scan the optimizer would choose is shown next to the forced variant that
 fixes it. It lists the partition boundaries and the first few keyset batch boundaries of
-each (read with :meth:`~.dialects.Dialect.chunk_end_sql`), and estimates the duration at the
+each (read with :meth:`~zdt_backfill.dialects.Dialect.chunk_end_sql`), and estimates the duration at the
 profile's rate.
 
 Everything runs in one session that is rolled back and closed: no control table, no run
@@ -21,8 +21,8 @@ import json
 import math
 from typing import Any
 
-from .config import RunConfig
-from .db import Database
+from ..config import RunConfig
+from ..db import Database
 from .preflight import _walk, inspect
 
 #: How many batch boundaries are listed per partition by default.
@@ -147,7 +147,7 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
     :raises PreflightError: a fatal pre-flight check failed (nothing was written either).
     :returns: a JSON-ready dict.
     """
-    from .checksum import target_casts
+    from ..verify.checksum import target_casts
 
     c, d = config, db.dialect
     with db.session() as conn:  # rolled back and closed on exit

@@ -14,8 +14,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from .config import DEFAULT_MAX_LOAD
-from .db import Database
+from ..config import DEFAULT_MAX_LOAD
+from ..db import Database
 from .lag import ReplicaLagProbe
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Throttling: collect signals, then decide with a pure function (gh-ost's throttler).
 
-**Collectors** read the world: replica lag (:mod:`.lag`, heartbeat first), load on the
+**Collectors** read the world: replica lag (:mod:`zdt_backfill.signals.lag`, heartbeat first), load on the
 primary (:class:`LoadCollector`: ``Threads_running``, row-lock waits, deadlocks, history
 list length on MySQL; active backends, ungranted locks, deadlocks, autovacuum on the
 tables, WAL rate on PostgreSQL), a user throttle query (gh-ost's ``--throttle-query``:
@@ -37,9 +37,11 @@ from typing import Any, Callable
 
 from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
 
-from .db import Database
-from .errors import PermanentError, ThrottleTimeoutError
+from ..db import Database
+from ..errors import PermanentError, ThrottleTimeoutError
+from .critical import CriticalLoadError, CriticalMode
 from .lag import UNREACHABLE, LagReading, read_all
+from .load import LoadCollector, ThrottleQuery
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,6 @@ BASELINE_WINDOW = 120
 #: How often the lowest-numbered running partition is re-read in single-partition mode (s).
 ACTIVE_CHECK_SECONDS = 2.0
 
-
-
-class CriticalLoadError(PermanentError):
-    """Load passed a critical threshold (gh-ost's ``--critical-load``): the run halts at once."""
 
 
 class SustainedLagError(PermanentError):
@@ -158,171 +156,6 @@ def decide(readings: Readings, limits: Limits) -> Decision:
         if math.isnan(readings.throttle_query) or readings.throttle_query >= limits.throttle_query_max:
             return Decision(True, "throttle-query", f"throttle_query={readings.throttle_query:g}>={limits.throttle_query_max:g}")
     return Decision(False)
-
-
-class LoadCollector:
-    """Load signals of the primary (see :meth:`~.dialects.Dialect.load_sql`). Counters become
-    rates per second between two readings; the first reading has no rate (``None``).
-
-    :param db: the primary.
-    :param tables: the source and target tables (PostgreSQL: autovacuum running on them).
-    """
-
-    COUNTERS = frozenset({"row_lock_waits", "row_lock_time_ms", "deadlocks", "wal_bytes"})
-
-    def __init__(self, db: Database, tables: tuple[str, ...], clock: Callable[[], float] = time.monotonic) -> None:
-        self.db = db
-        self.tables = tables
-        self.clock = clock
-        self._conn: Any = None
-        self._last: tuple[float, dict[str, float]] | None = None
-
-    def read(self) -> dict[str, float | None]:
-        try:
-            if self._conn is None:
-                self._conn = self.db.connect()
-            d = self.db.dialect
-            sql, params, shape = d.load_sql(self.db.schema, self.tables)
-            if shape == "row":
-                row = self.db.query_dicts(self._conn, sql, params)[0]
-            else:
-                row = {d.LOAD_STATUS[name]: value for name, value in self.db.query(self._conn, sql, params)}
-                if row.get("threads_running") is not None:
-                    row["threads_running"] = float(row["threads_running"]) - 1  # not this probe's own thread
-            self._conn.rollback()
-        except Exception as exc:  # the primary's own batches will fail too; do not crash here
-            log.warning("load signals unreadable: %s", exc)
-            self.close()
-            return {}
-        now = self.clock()
-        raw = {k: (float(v) if v is not None else None) for k, v in row.items()}
-        out: dict[str, float | None] = {k: v for k, v in raw.items() if k not in self.COUNTERS}
-        last = self._last
-        for k in self.COUNTERS & raw.keys():
-            prev = last[1].get(k) if last else None
-            dt = now - last[0] if last else 0
-            out[f"{k}_per_s"] = ((raw[k] - prev) / dt) if (prev is not None and raw[k] is not None and dt > 0) else None
-        # Innodb_row_lock_time_avg averages every wait since the server started; the average
-        # over the last interval is the live signal (the seed: "< 50 ms").
-        if last and raw.get("row_lock_waits") is not None and last[1].get("row_lock_waits") is not None:
-            waits = raw["row_lock_waits"] - last[1]["row_lock_waits"]
-            spent = (raw.get("row_lock_time_ms") or 0) - (last[1].get("row_lock_time_ms") or 0)
-            out["row_lock_time_avg_ms"] = spent / waits if waits > 0 else 0.0
-        out.pop("row_lock_time_ms_per_s", None)
-        self._last = (now, {k: v for k, v in raw.items() if v is not None})
-        return out
-
-    def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except Exception:
-                pass
-        self._conn = None
-
-
-class CriticalLoadWatchdog:
-    """Watches the critical signals *while a batch statement runs* (gh-ost's ``--critical-load``,
-    which between-batch checks cannot honour when one statement runs long), and cancels that
-    statement on its own connection when one passes its limit: the batch and its checkpoint
-    roll back together, so nothing is lost, and the partition halts.
-
-    :param db: the primary. :param tables: for the load collector.
-    :param critical: signal -> limit (only limits > 0).
-    :param interval: seconds between readings while armed (0.25).
-    """
-
-    def __init__(self, db: Database, tables: tuple[str, ...], critical: dict[str, float], interval: float = 0.25) -> None:
-        import threading
-
-        self.db, self.critical, self.interval = db, critical, interval
-        self.load = LoadCollector(db, tables)
-        self.tripped: str | None = None
-        self._target: Callable[[], Any] | None = None
-        self._armed = threading.Event()
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._run, name="zdt-critical-load-watchdog", daemon=True)
-        self._thread.start()
-
-    def arm(self, session_id: Callable[[], Any]) -> None:
-        """Watch from now on; ``session_id()`` gives the batch session's id when it is time to cancel."""
-        with self._lock:
-            self._target = session_id
-        self._armed.set()
-
-    def disarm(self) -> None:
-        with self._lock:
-            self._target = None
-        self._armed.clear()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            if not self._armed.wait(0.2):
-                continue
-            reading = self.load.read()
-            hit = [(k, v, lim) for k, lim in self.critical.items() if (v := reading.get(k)) is not None and v >= lim]
-            with self._lock:
-                target = self._target() if (hit and self._target) else None
-                if hit and target is not None and self.tripped is None:
-                    self.tripped = ", ".join(f"{k}={v:g}>={lim:g}" for k, v, lim in hit)
-                    self._cancel(target)
-                    self._armed.clear()
-            self._stop.wait(self.interval)
-
-    def _cancel(self, session_id: Any) -> None:
-        log.error("critical load %s: cancelling the in-flight batch (session %s)", self.tripped, session_id)
-        try:
-            with self.db.session() as conn:
-                self.db.execute(conn, self.db.dialect.cancel_statement_sql(), (int(session_id),))
-                conn.commit()
-        except Exception as exc:  # the batch's statement timeout still bounds it
-            log.warning("could not cancel session %s: %s", session_id, exc)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._armed.set()
-        self._thread.join(timeout=5)
-        self.load.close()
-
-
-@dataclass
-class CriticalMode:
-    """The run-wide single-partition mode after critical load, as one partition sees it.
-
-    :param index: this partition's number.
-    :param signal: the row-lock wait signal of the engine (``Dialect.ROW_LOCK_SIGNAL``:
-        PostgreSQL ``ungranted_locks``, MySQL ``row_lock_waits_per_s``).
-    :param enter: ``enter(reason, baseline)`` sets the mode in the run's control row.
-    :param leave: ``leave(detail)`` clears it.
-    :param lowest_running: the lowest-numbered partition of the run not yet done (checkpoints).
-    """
-
-    index: int
-    signal: str
-    enter: Callable[[str, float], None]
-    leave: Callable[[str], None]
-    lowest_running: Callable[[], int]
-
-
-class ThrottleQuery:
-    """gh-ost's ``--throttle-query``: one read-only ``SELECT`` returning a number (CPU %, a
-    queue depth...), compared with ``throttle_query_max``. Unreadable reads as NaN (holds)."""
-
-    def __init__(self, db: Database, query: str) -> None:
-        self.db = db
-        self.query = query
-
-    def read(self) -> float:
-        try:
-            with self.db.session() as conn:
-                for sql, params in self.db.dialect.probe_session_setup(5.0):
-                    self.db.execute(conn, sql, params)
-                rows = self.db.query(conn, self.query.replace("%", "%%"))
-            return float(rows[0][0]) if rows and rows[0] and rows[0][0] is not None else float("nan")
-        except Exception as exc:
-            log.warning("throttle query failed (holding): %s", exc)
-            return float("nan")
 
 
 class Throttler:

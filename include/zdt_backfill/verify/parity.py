@@ -40,7 +40,7 @@ backfill's correctness and plan would.
 
 Settings are read in a fresh session, as the backfill's own sessions will see them (so a
 ``ALTER DATABASE ... SET`` or ``SET GLOBAL`` shows). The catalog SQL lives here for now and
-belongs in :mod:`.dialects` later; every name is a bound value, never interpolated.
+belongs in :mod:`zdt_backfill.dialects` later; every name is a bound value, never interpolated.
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .db import Database
-from .errors import PreflightError
-from .identifiers import validate_identifier
+from ..db import Database
+from ..errors import PreflightError
+from ..identifiers import validate_identifier
 
 FATAL = "fatal"
 WARN = "warn"

@@ -2,7 +2,7 @@
 embedded as base64 so the page reads the same from the reports table, a worker's disk or a mail.
 
 Charts, from the partitions' samples (``sample`` events, one per partition every
-:data:`~.copier.SAMPLE_SECONDS` while it copies, with its rows written, replica lag, throttle
+:data:`~zdt_backfill.copy.copier.SAMPLE_SECONDS` while it copies, with its rows written, replica lag, throttle
 kind and cumulative throttled seconds):
 
 - ``rows_per_s.png``: rows/s over time, one line per partition (rows written between two
@@ -156,7 +156,7 @@ def to_html(markdown: str, samples: list[Mapping[str, Any]], gate_seconds: float
             halt_seconds: float | None = None, title: str = "Backfill report") -> str:
     """One self-contained page: the report's text, then the charts as ``data:image/png`` images.
 
-    :param markdown: :func:`~.report.to_markdown` of the report.
+    :param markdown: :func:`~zdt_backfill.report.to_markdown` of the report.
     :param samples: the partitions' samples (see the module docstring).
     """
     imgs = "\n".join(

@@ -30,11 +30,13 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from .config import RunConfig
-from .db import Database
-from .errors import PermanentError
-from .routing import LEGACY, NEW, ErrorSignal, FlagStore, ramp
-from .runstate import (
+from ..config import RunConfig
+from ..db import Database
+from ..errors import PermanentError
+from ..routing.flags import LEGACY, NEW, FlagStore
+from ..routing.ramp import ramp
+from ..signals.errorsignal import ErrorSignal
+from ..state.runstate import (
     AWAITING_APPROVAL,
     CONTRACTED,
     CONTRACTING,

@@ -14,7 +14,7 @@ an XCom written by an earlier attempt:
                          with the database's time.
 
 The partition plan and watermarks live in ``zdt_backfill_checkpoints``
-(:mod:`.checkpoint`), written in each batch's own transaction.
+(:mod:`zdt_backfill.state.checkpoint`), written in each batch's own transaction.
 
 **The state machine** (see :data:`TRANSITIONS`)::
 
@@ -46,9 +46,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .config import RunConfig
-from .db import Database
-from .errors import ConcurrentRunError, PermanentError, PreflightError, RunStoppedError
+from ..config import RunConfig
+from ..db import Database
+from ..errors import ConcurrentRunError, PermanentError, PreflightError, RunStoppedError
 
 log = logging.getLogger(__name__)
 

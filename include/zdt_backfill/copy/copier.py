@@ -2,14 +2,14 @@
 
 Each batch, in one transaction:
 
-1. find the chunk's last key (:class:`~.chunker.IntegerKeysetChunker`);
+1. find the chunk's last key (:class:`~zdt_backfill.copy.chunker.IntegerKeysetChunker`);
 2. copy the chunk with one set-based statement (``INSERT ... SELECT`` insert-if-absent,
    or ``UPDATE ... WHERE key range AND still NULL``);
 3. move the checkpoint watermark (guarded on the old watermark and the run lock);
 4. commit.
 
 The batch session is set up once: short lock waits, a statement timeout, a run tag, and
-the plan pinned to the key index (:meth:`~.dialects.Dialect.plan_pinning`).
+the plan pinned to the key index (:meth:`~zdt_backfill.dialects.Dialect.plan_pinning`).
 
 A crash anywhere loses at most the uncommitted batch; the next attempt reads the
 checkpoint and resumes after the last committed chunk, so nothing is copied twice
@@ -28,17 +28,18 @@ from typing import Any, Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from .checkpoint import CheckpointStore, PartitionProgress
-from .checksum import target_casts
+from ..config import RunConfig
+from ..db import Database
+from ..errors import BatchError, RunStoppedError
+from ..signals.critical import CriticalLoadError, CriticalLoadWatchdog, CriticalMode
+from ..signals.heartbeat import HeartbeatWriter
+from ..signals.lag import LagProbe
+from ..signals.throttler import Throttler, build_throttler
+from ..state.checkpoint import CheckpointStore, PartitionProgress
+from ..state.runstate import COPYING, ROLLING_BACK, LeaseKeeper, RunHandle
+from ..verify.checksum import target_casts
 from .chunker import Chunk, IntegerKeysetChunker, Partition
-from .config import RunConfig
-from .db import Database
-from .errors import BatchError, RunStoppedError
-from .heartbeat import HeartbeatWriter
-from .lag import LagProbe
 from .progress import PartitionProgressLog, RunProgressLog, partition_summary
-from .runstate import COPYING, ROLLING_BACK, LeaseKeeper, RunHandle
-from .throttler import CriticalLoadError, CriticalLoadWatchdog, CriticalMode, Throttler, build_throttler
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ class PartitionCopier:
         progress line (rows against the estimate; by key span when ``None``). This partition's
         own lines count against ``partition.rows``.
 
-    Batches adapt their size toward ``target_batch_seconds`` (:class:`~.chunker.BatchSizer`);
+    Batches adapt their size toward ``target_batch_seconds`` (:class:`~zdt_backfill.copy.chunker.BatchSizer`);
     a batch that hits the statement timeout is halved and tried again (GitLab's batched
     migrations split a timing-out batch), and counts against the attempts only at the floor.
     A batch that fails on data (a constraint, a foreign key, a conversion) is written key by
@@ -114,7 +115,7 @@ class PartitionCopier:
     """
 
     #: How a copy batch reaches the server: ``fused`` (the chunk end, the insert-if-absent and the
-    #: checkpoint UPDATE in one statement, :meth:`~.dialects.Dialect.fused_copy_batch_sql`, then
+    #: checkpoint UPDATE in one statement, :meth:`~zdt_backfill.dialects.Dialect.fused_copy_batch_sql`, then
     #: COMMIT: two round trips) or ``statements`` (chunk-end read, INSERT, checkpoint UPDATE,
     #: COMMIT: four). Fill mode and the rollback phase always use ``statements``; so does a copy
     #: batch whose fused statement failed on data (the chunk is then known for key-by-key isolation).

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Thresholds
+from ..config import Thresholds
 
 FORWARD = "forward"
 ROLLBACK = "rollback"

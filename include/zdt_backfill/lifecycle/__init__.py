@@ -2,7 +2,7 @@
 
 gh-ost's ``Migrator.Migrate()`` is the only orchestrator and reads top to bottom; here each
 DAG task calls exactly one function of this module, and each function reads what it needs
-from the database (the run-state and checkpoint tables, :mod:`.runstate`), moves the state
+from the database (the run-state and checkpoint tables, :mod:`zdt_backfill.state.runstate`), moves the state
 machine, and returns a JSON-ready dict. Nothing here trusts an XCom: clearing any task in
 the UI and running it again re-checks its preconditions where the truth is.
 
@@ -17,20 +17,20 @@ import logging
 import time
 from typing import Any, Callable, Iterator
 
-from . import checksum, contract, dualwrite, preflight, repair, rollback
-from .checklist import failed_data_items, run_checklist
-from .checkpoint import CheckpointStore, PartitionProgress
-from .chunker import Partition
-from .config import RunConfig
-from .copier import PartitionCopier
-from .db import Database
-from .decision import FORWARD, ROLLBACK, decide_branch
-from .dialects import Range
-from .errors import PermanentError
-from .heartbeat import HeartbeatWriter
-from .lag import LagProbe, max_lag
-from .routing import ErrorSignal, FlagStore, HttpErrorSignal, SqlErrorSignal
-from .runstate import (
+from ..config import RunConfig
+from ..copy import repair
+from ..copy.chunker import Partition
+from ..copy.copier import PartitionCopier
+from ..db import Database
+from ..dialects import Range
+from ..errors import PermanentError
+from ..routing.flags import FlagStore
+from ..signals.errorsignal import ErrorSignal, HttpErrorSignal, SqlErrorSignal
+from ..signals.heartbeat import HeartbeatWriter
+from ..signals.lag import LagProbe, max_lag
+from ..signals.throttler import build_throttler
+from ..state.checkpoint import CheckpointStore, PartitionProgress
+from ..state.runstate import (
     AWAITING_APPROVAL,
     CATCHING_UP,
     CONTRACTED,
@@ -44,7 +44,10 @@ from .runstate import (
     LeaseKeeper,
     RunHandle,
 )
-from .throttler import build_throttler
+from ..verify import checksum
+from ..verify.checklist import failed_data_items, run_checklist
+from . import contract, dualwrite, preflight, rollback
+from .decision import FORWARD, ROLLBACK, decide_branch
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +78,13 @@ def run_preflight(
     config: RunConfig, db: Database, probes: list[LagProbe], owner: str, parity_db: Database | None = None,
 ) -> dict[str, Any]:
     """Pre-flight checks, environment parity when ``parity_db`` is given, plan, lock (see
-    :func:`.preflight.run_preflight`); the plan as a dict."""
+    :func:`zdt_backfill.lifecycle.preflight.run_preflight`); the plan as a dict."""
     plan = preflight.run_preflight(config, db, probes, owner, parity_db=parity_db)
     return plan.to_dict()
 
 
 def dry_run(config: RunConfig, db: Database) -> dict[str, Any]:
-    """The dry run (see :mod:`.dryrun`): pre-flight, ``EXPLAIN`` of the batches, boundaries and an
+    """The dry run (see :mod:`zdt_backfill.lifecycle.dryrun`): pre-flight, ``EXPLAIN`` of the batches, boundaries and an
     estimate, writing nothing (no control table, no lock)."""
     from .dryrun import dry_run as run
 
@@ -163,7 +166,7 @@ def validate(
         there once its heartbeat shows it replayed past the moment validation started (waiting
         up to ``replica_wait_timeout_seconds``, else the primary is read); differing keys are
         re-checked on the primary.
-    :returns: the :meth:`~.checksum.ValidationResult.to_dict` dict, with ``checklist``.
+    :returns: the :meth:`~zdt_backfill.verify.checksum.ValidationResult.to_dict` dict, with ``checklist``.
     """
     handle = RunHandle(db, config, owner)
     handle.transition(VALIDATING, "validating the copy")
@@ -387,7 +390,7 @@ def pending_decision(config: RunConfig, db: Database) -> dict[str, Any]:
 
 
 def soak_remaining(config: RunConfig, db: Database) -> float | None:
-    """Seconds of the soak left before the legacy schema may go (see :func:`.contract.soak_remaining_seconds`)."""
+    """Seconds of the soak left before the legacy schema may go (see :func:`zdt_backfill.lifecycle.contract.soak_remaining_seconds`)."""
     return contract.soak_remaining_seconds(config, db, RunHandle(db, config))
 
 
@@ -460,8 +463,8 @@ def rollback_step(step: str, config: RunConfig, db: Database, store: FlagStore, 
 
 
 def diagnose_run(db: Database, replicas: list[Database]) -> list[dict[str, Any]]:
-    """The seed's symptom queries with verdicts (see :mod:`.diagnose`), as dicts with a ``line``."""
-    from .diagnose import diagnose
+    """The seed's symptom queries with verdicts (see :mod:`zdt_backfill.signals.diagnose`), as dicts with a ``line``."""
+    from ..signals.diagnose import diagnose
 
     return [{**f.to_dict(), "line": f.line()} for f in diagnose(db, replicas)]
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .checksum import target_casts
-from .config import RunConfig
-from .db import Database
-from .dialects import ColumnType
-from .errors import PreflightError
+from ..config import RunConfig
+from ..db import Database
+from ..dialects import ColumnType
+from ..errors import PreflightError
+from ..verify.checksum import target_casts
 
 
 @dataclass
@@ -37,7 +37,7 @@ def dual_write_check_sql(config: RunConfig, db: Database, types: dict[str, Colum
     Params: ``(window_seconds,)``. A recent row mismatches when the target has no row
     with its key (copy mode) or a target column differs from its expected value: the
     typed projection (the expression cast to the column's type, ``types`` from
-    :func:`~.checksum.target_casts`), compared on the checksum's encodings, so a correctly
+    :func:`~zdt_backfill.verify.checksum.target_casts`), compared on the checksum's encodings, so a correctly
     dual-written ``balance * 100`` in a ``DECIMAL(16,0)`` column is equal.
     """
     d, c = db.dialect, config

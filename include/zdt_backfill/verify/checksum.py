@@ -3,7 +3,7 @@
 Per validation range (the planned partitions, with the first and last opened to
 cover keys the application added since planning), one statement computes row count
 and a 64-bit-hash sum of both sides inside the database (see
-:meth:`~.dialects.Dialect.checksum_sql`; the technique is pt-table-checksum's
+:meth:`~zdt_backfill.dialects.Dialect.checksum_sql`; the technique is pt-table-checksum's
 per-chunk ``COUNT(*)`` + hash aggregate). Ranges whose checksums differ are diffed
 row by row, still inside the database, which says exactly *which* keys are
 missing, different or extra (the lesson of data-diff: a tool that cannot name the
@@ -13,8 +13,8 @@ mismatching ranges comes with the validation issue.
 Exactness: the source side is the *typed projection* (each expression cast to its
 target column's type, from the catalog: :func:`target_casts`), and every value is
 hashed and compared through one typed, binary-safe, NULL-safe encoding (see
-:meth:`~.dialects.Dialect.encode_value`). A range's checksum and its row diff run in
-one read-only REPEATABLE READ transaction (:meth:`~.dialects.Dialect.snapshot_sql`),
+:meth:`~zdt_backfill.dialects.Dialect.encode_value`). A range's checksum and its row diff run in
+one read-only REPEATABLE READ transaction (:meth:`~zdt_backfill.dialects.Dialect.snapshot_sql`),
 so the diff names exactly the rows the checksum counted.
 """
 
@@ -30,10 +30,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .chunker import BatchSizer, Partition
-from .config import RunConfig
-from .db import Database
-from .dialects import ColumnType, Range
+from ..config import RunConfig
+from ..copy.chunker import BatchSizer, Partition
+from ..db import Database
+from ..dialects import ColumnType, Range
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,7 @@ def validation_ranges(partitions: list[Partition]) -> list[Range]:
 
 def target_casts(config: RunConfig, db: Database, conn: Any) -> dict[str, ColumnType]:
     """``{target column: ColumnType}`` of the run's columns, read from the catalog (both engines):
-    what :meth:`~.dialects.Dialect.typed_projection` casts the expressions to and what the value
+    what :meth:`~zdt_backfill.dialects.Dialect.typed_projection` casts the expressions to and what the value
     encodings go by. Ends the read transaction."""
     rows = db.query(conn, *db.dialect.column_types_sql(config.target_table, db.schema))
     conn.rollback()
@@ -374,10 +374,10 @@ def validate(
     """Compare source projection and target over every range, chunk by chunk.
 
     1. **Chunks.** Each validation range (a partition, the outer ones open) is walked in keyset
-       chunks (ends from the source's key index, :meth:`~.dialects.Dialect.chunk_end_sql`), each
+       chunks (ends from the source's key index, :meth:`~zdt_backfill.dialects.Dialect.chunk_end_sql`), each
        one checksum statement in its own short REPEATABLE READ snapshot (:func:`begin_snapshot`),
        sized toward ``validation_chunk_seconds`` (pt-table-checksum's ``--chunk-time 0.5``) by a
-       :class:`~.chunker.BatchSizer` between :data:`MIN_CHUNK_ROWS` and :data:`MAX_CHUNK_ROWS`.
+       :class:`~zdt_backfill.copy.chunker.BatchSizer` between :data:`MIN_CHUNK_ROWS` and :data:`MAX_CHUNK_ROWS`.
        Ranges run in parallel, one thread and connection each, at most one per partition.
        ``validation: sampled`` checks random chunks instead (:func:`sample_size`).
     2. **Bisection.** A chunk whose checksum differs is split :data:`BISECT_FANOUT` ways by key
@@ -393,7 +393,7 @@ def validate(
     :param read_db: where the chunk checksums run (a caught-up replica); ``db`` when ``None``.
         The re-check always reads ``db`` (the primary).
     :param gate: called before each chunk; blocks while the run's lag/load gate holds (a
-        :meth:`~.throttler.Throttler.before_batch`), raises to stop.
+        :meth:`~zdt_backfill.signals.throttler.Throttler.before_batch`), raises to stop.
     :param sleep: the wait before the re-check (tests pass a fake).
     :param on_recheck: called right before the re-check (tests: a write landing meanwhile).
     :param seed: seed of the sample's random chunks (``validation: sampled``).

@@ -26,11 +26,11 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from .checksum import differing_keys, target_casts
-from .config import RunConfig
-from .db import Database
-from .dialects import Range
-from .throttler import Throttler
+from ..config import RunConfig
+from ..db import Database
+from ..dialects import Range
+from ..signals.throttler import Throttler
+from ..verify.checksum import differing_keys, target_casts
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The run report: one JSON document and its Markdown summary, built from the database.
 
-Every figure comes from the run-state and checkpoint tables (:mod:`.runstate`,
-:mod:`.checkpoint`), never from one attempt's XComs: the state machine's transitions,
+Every figure comes from the run-state and checkpoint tables (:mod:`zdt_backfill.state.runstate`,
+:mod:`zdt_backfill.state.checkpoint`), never from one attempt's XComs: the state machine's transitions,
 every validation, every destructive statement, the compatibility windows, and the
 partitions' counters and their attempts (``attempt`` / ``attempt_end`` events: an attempt
 without an end crashed). The JSON's top-level keys are stable and may only grow. Stored as a
@@ -18,11 +18,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointStore, PartitionProgress
-from .config import RunConfig
-from .db import Database
-from .progress import THROTTLE_WORDS
-from .runstate import Event, RunHandle
+from ..config import RunConfig
+from ..copy.progress import THROTTLE_WORDS
+from ..db import Database
+from ..state.checkpoint import CheckpointStore, PartitionProgress
+from ..state.runstate import Event, RunHandle
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ MAX_SAMPLES = 2_000
 def from_state(config: RunConfig, db: Database, ending: dict[str, Any]) -> dict[str, Any]:
     """Assemble the report of a run from the state and checkpoint tables.
 
-    :param ending: how the run ended (:func:`~.lifecycle.finish_run`): ``state``, ``reason``, ``success``.
+    :param ending: how the run ended (:func:`~zdt_backfill.lifecycle.finish_run`): ``state``, ``reason``, ``success``.
     :returns: the JSON-ready report (see :func:`from_rows`).
     """
     handle = RunHandle(db, config)
@@ -406,8 +406,8 @@ def write(report: dict[str, Any], reports_dir: Path) -> Path:
 
 
 def to_html(report: dict[str, Any]) -> str:
-    """The report as one self-contained HTML page with its charts (:mod:`.report_html`)."""
-    from .report_html import to_html as page
+    """The report as one self-contained HTML page with its charts (:mod:`zdt_backfill.report.html`)."""
+    from .html import to_html as page
 
     c = report.get("config") or {}
     title = f"Backfill report {report.get('run_id')}"

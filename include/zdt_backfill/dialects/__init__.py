@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from sqlalchemy.dialects import mysql as sa_mysql
 from sqlalchemy.dialects import postgresql as sa_postgresql
 
-from .identifiers import validate_identifier
+from ..identifiers import validate_identifier
 
 Params = tuple
 
@@ -228,7 +228,7 @@ class Dialect:
     ) -> str | None:
         """One copy batch in one round trip: the chunk end, the insert-if-absent and the guarded
         checkpoint UPDATE (the guarantees of :meth:`copy_batch_sql`, :meth:`chunk_end_sql` and
-        :meth:`~.checkpoint.CheckpointStore.advance`, unchanged); ``None`` when the engine has none.
+        :meth:`~zdt_backfill.state.checkpoint.CheckpointStore.advance`, unchanged); ``None`` when the engine has none.
 
         Named params: ``lo`` (the watermark), ``hi`` (the partition's last key), ``n`` (the batch
         size), ``run``, ``part`` and the guard's (``checkpoint(new, rows, keys, extra_where)``
@@ -583,7 +583,7 @@ class Dialect:
     def load_sql(self, schema: str | None, tables: tuple[str, ...]) -> tuple[str, Params, str]:
         """The primary's load signals: ``(sql, params, shape)``; shape ``row`` is one row of named
         columns, ``pairs`` is ``(name, value)`` rows. Counters (``row_lock_waits``, ``deadlocks``,
-        ``wal_bytes``) become rates in :class:`~.throttler.LoadCollector`."""
+        ``wal_bytes``) become rates in :class:`~zdt_backfill.signals.throttler.LoadCollector`."""
         raise NotImplementedError
 
     def symptom_queries(self) -> list[tuple[str, str, float | None, float | None, Any]]:

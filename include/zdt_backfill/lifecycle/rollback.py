@@ -6,7 +6,7 @@ Steps, each a function, in order:
    (refused when another run holds the lock, or when the run contracted); any partition
    still copying fails its next checkpoint update and stops (the seed's "SIGTERM to the
    backfill process", done through the database so it reaches every worker);
-2. routing back to ``legacy`` (:func:`~.contract.flip_back`). The seed flips the flag last;
+2. routing back to ``legacy`` (:func:`~zdt_backfill.lifecycle.contract.flip_back`). The seed flips the flag last;
    it flips first here, so no reader is routed to a target that is being emptied;
 3. :func:`empty_target`: copy mode ``TRUNCATE`` with a short lock wait, retried
    (:meth:`~.db.Database.run_ddl`: a queued ``TRUNCATE`` would queue the application's
@@ -27,13 +27,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .checkpoint import CheckpointStore
-from .chunker import Partition
-from .config import RunConfig
-from .copier import ROLLBACK, PartitionCopier, checkpoint_run_id
-from .db import Database
-from .lag import LagProbe
-from .runstate import (
+from ..config import RunConfig
+from ..copy.chunker import Partition
+from ..copy.copier import ROLLBACK, PartitionCopier, checkpoint_run_id
+from ..db import Database
+from ..signals.lag import LagProbe
+from ..state.checkpoint import CheckpointStore
+from ..state.runstate import (
     AWAITING_APPROVAL,
     HALTED,
     HOLDING,
