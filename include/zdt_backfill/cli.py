@@ -44,6 +44,23 @@ class UsageError(Exception):
     """Bad command-line input (exit code 2)."""
 
 
+def database(url: str, flag: str, schema: str | None = None, timeout_s: float | None = None) -> Any:
+    """The :class:`~zdt_backfill.db.Database` of a ``postgresql://`` or ``mysql://`` (``mariadb://``)
+    URL, named by the URL with its password masked.
+
+    :raises UsageError: any other scheme (exit code 2).
+    """
+    from .db import Database
+
+    try:
+        db = Database.from_url(url, schema=schema, timeout_s=timeout_s)
+    except ValueError:
+        scheme = urlsplit(url).scheme
+        raise UsageError(f"{flag} must start with postgresql:// or mysql://, got {scheme or 'no scheme'}://") from None
+    db.name = mask_url(url)
+    return db
+
+
 def version() -> str:
     """The installed distribution's version, else the package's own."""
     from importlib.metadata import PackageNotFoundError
@@ -171,7 +188,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 # ---------------------------------------------------------------------- plan
 def cmd_plan(args: argparse.Namespace) -> int:
     from .config import RunConfig
-    from .db import Database
     from .errors import PreflightError
     from .lifecycle.preflight import inspect
 
@@ -182,11 +198,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.schema is not None:
         params["schema"] = args.schema
     config = RunConfig.from_params(params, run_id="cli-plan")
-    scheme = urlsplit(args.url).scheme.split("+")[0]
-    if not (scheme.startswith("postgres") or scheme in ("mysql", "mariadb")):
-        raise UsageError(f"--url must start with postgresql:// or mysql://, got {scheme or 'no scheme'}://")
-    db = Database.from_url(args.url.replace("mariadb://", "mysql://", 1), schema=config.schema)
-    db.name = mask_url(args.url)
+    db = database(args.url, "--url", schema=config.schema)
 
     try:
         with db.session() as conn:  # rolled back and closed on exit: pre-flight's reads only
@@ -209,7 +221,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_dry_run(args: argparse.Namespace) -> int:
     from .config import RunConfig
-    from .db import Database
     from .errors import PreflightError
     from .lifecycle.dryrun import dry_run
 
@@ -224,11 +235,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
     if args.batches < 1:
         raise UsageError("--batches must be 1 or more")
     config = RunConfig.from_params(params, run_id="cli-dry-run")
-    scheme = urlsplit(args.url).scheme.split("+")[0]
-    if not (scheme.startswith("postgres") or scheme in ("mysql", "mariadb")):
-        raise UsageError(f"--url must start with postgresql:// or mysql://, got {scheme or 'no scheme'}://")
-    db = Database.from_url(args.url.replace("mariadb://", "mysql://", 1), schema=config.schema)
-    db.name = mask_url(args.url)
+    db = database(args.url, "--url", schema=config.schema)
     try:
         result = dry_run(config, db, first_batches=args.batches)
     except PreflightError as exc:
@@ -256,22 +263,12 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
 
 
 def cmd_diagnose(args: argparse.Namespace) -> int:
-    from .db import Database
     from .signals.diagnose import CRITICAL, diagnose
 
     if not args.url:
         raise UsageError(f"--url is required (or set ${URL_ENV})")
-    for url in [args.url, *args.replica_url]:
-        scheme = urlsplit(url).scheme.split("+")[0]
-        if not (scheme.startswith("postgres") or scheme in ("mysql", "mariadb")):
-            raise UsageError(f"urls must start with postgresql:// or mysql://, got {scheme or 'no scheme'}://")
-    db = Database.from_url(args.url.replace("mariadb://", "mysql://", 1), timeout_s=10)
-    db.name = mask_url(args.url)
-    replicas = []
-    for url in args.replica_url:
-        r = Database.from_url(url.replace("mariadb://", "mysql://", 1), timeout_s=5)
-        r.name = mask_url(url)
-        replicas.append(r)
+    db = database(args.url, "--url", timeout_s=10)
+    replicas = [database(url, "--replica-url", timeout_s=5) for url in args.replica_url]
     try:
         findings = diagnose(db, replicas)
     except Exception as exc:
@@ -287,18 +284,12 @@ def cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def cmd_parity(args: argparse.Namespace) -> int:
-    from .db import Database
     from .identifiers import validate_identifier
     from .verify.parity import compare
 
     dbs = []
     for flag, url in (("--staging-url", args.staging_url), ("--production-url", args.production_url)):
-        scheme = urlsplit(url).scheme.split("+")[0]
-        if not (scheme.startswith("postgres") or scheme in ("mysql", "mariadb")):
-            raise UsageError(f"{flag} must start with postgresql:// or mysql://, got {scheme or 'no scheme'}://")
-        db = Database.from_url(url.replace("mariadb://", "mysql://", 1), schema=args.schema, timeout_s=10)
-        db.name = mask_url(url)
-        dbs.append(db)
+        dbs.append(database(url, flag, schema=args.schema, timeout_s=10))
     tables = [validate_identifier(t, "--table") for t in args.table]  # ConfigError: exit 2
     try:
         report = compare(dbs[0], dbs[1], tables)

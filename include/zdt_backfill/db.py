@@ -14,30 +14,15 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
-from .dialects import Dialect, dialect_for
+from .dialects import Dialect, Statement, dialect_for, flavour_for_version
 
 log = logging.getLogger(__name__)
 
-#: MySQL/MariaDB error codes worth retrying: lock wait timeout, deadlock, server gone
-#: away, lost connection, too many connections, can't connect, query interrupted.
-#: 4031 (idle client disconnected by the server) and 2055 (lost connection, system error)
-#: are lost connections too; 1969/3024 are statement timeouts. A ``NOWAIT`` read that meets
-#: a locked row fails with 1205 (MariaDB) or 3572 (MySQL 8).
-MYSQL_TRANSIENT_CODES = frozenset({1205, 1213, 2006, 2013, 2055, 4031, 1040, 2003, 1317, 1927, 1969, 3024, 3572})
-#: Errors a retry cannot fix that mysqlclient raises as OperationalError: 1644 is a SIGNAL
-#: from a trigger or procedure (the application refusing the row).
-MYSQL_PERMANENT_CODES = frozenset({1644})
-#: A statement ran out of its time: MariaDB max_statement_time (1969), MySQL max_execution_time (3024).
-MYSQL_STATEMENT_TIMEOUT_CODES = frozenset({1969, 3024})
 #: Attempts at one DDL statement, each waiting at most the DDL lock wait for its lock.
 DDL_ATTEMPTS = 10
 #: Lock wait of a DDL statement (s): a queued exclusive lock queues the application behind it,
 #: so it gives up quickly and retries with backoff. MySQL rounds it up to 1 s.
 DDL_LOCK_WAIT_SECONDS = 1.0
-#: PostgreSQL SQLSTATEs worth retrying: serialization failure, deadlock, lock not
-#: available (lock_timeout), query canceled (statement_timeout), admin shutdown,
-#: cannot connect now, and the connection-exception class 08.
-PG_TRANSIENT_SQLSTATES = frozenset({"40001", "40P01", "55P03", "57014", "57P01", "57P03"})
 
 
 @dataclass
@@ -56,6 +41,27 @@ class Database:
     schema: str | None = None
     name: str = "db"
 
+    def __post_init__(self) -> None:
+        """Wrap ``connect`` so the first connection tells the dialect which server it reached
+        (a MySQL-family connection is MariaDB or Oracle MySQL: :func:`~.dialects.flavour_for_version`)."""
+        raw, self._flavour_known = self.connect, not self.dialect.detects_flavour
+
+        def connect() -> Any:
+            conn = raw()
+            if not self._flavour_known:
+                try:
+                    version = str(self.query(conn, self.dialect.version_sql())[0][0])
+                    conn.rollback()
+                except Exception:  # the caller's first statement will meet the same trouble
+                    with contextlib.suppress(Exception):
+                        conn.rollback()
+                else:
+                    self.dialect = flavour_for_version(self.dialect, version)
+                    self._flavour_known = True
+            return conn
+
+        self.connect = connect
+
     @classmethod
     def from_url(cls, url: str, schema: str | None = None, timeout_s: float | None = None) -> "Database":
         """Build from ``postgresql://user@host:port/db`` or ``mysql://user:pw@host:port/db``.
@@ -64,10 +70,8 @@ class Database:
         :raises ValueError: an unsupported scheme.
         """
         u = urlparse(url)
-        scheme = u.scheme.split("+")[0]
-        engine = "postgres" if scheme.startswith("postgres") else scheme
         return cls.direct(
-            engine, u.hostname or "127.0.0.1", u.port, unquote(u.username or ""), unquote(u.password or ""),
+            u.scheme, u.hostname or "127.0.0.1", u.port, unquote(u.username or ""), unquote(u.password or ""),
             u.path.lstrip("/"), schema=schema, name=f"{u.hostname}:{u.port}", timeout_s=timeout_s,
         )
 
@@ -85,27 +89,9 @@ class Database:
         :raises ValueError: an unsupported engine.
         """
         dialect = dialect_for(engine)
-        if dialect.name == "postgres":
 
-            def connect() -> Any:
-                import psycopg
-
-                extra = {"connect_timeout": max(1, int(timeout_s))} if timeout_s else {}
-                return psycopg.connect(
-                    host=host, port=port or 5432, user=user or "postgres", password=password,
-                    dbname=database or "postgres", **extra,
-                )
-        else:
-
-            def connect() -> Any:
-                import MySQLdb
-
-                extra = ({"connect_timeout": max(1, int(timeout_s)), "read_timeout": max(1, int(timeout_s)),
-                          "write_timeout": max(1, int(timeout_s))} if timeout_s else {})
-                return MySQLdb.connect(
-                    host=host, port=port or 3306, user=user or "root", password=password, database=database,
-                    autocommit=False, charset="utf8mb4", **extra,
-                )
+        def connect() -> Any:
+            return dialect.connect(host, port, user, password, database, timeout_s)
 
         return cls(connect=connect, dialect=dialect, schema=schema, name=name or f"{host}:{port}")
 
@@ -138,7 +124,7 @@ class Database:
             try:
                 self.execute(conn, sql, params)
             except Exception as exc:
-                if self.dialect.name == "mysql" and exc.args and exc.args[0] == 1193:
+                if self.dialect.is_unknown_variable(exc):
                     continue
                 raise
         conn.commit()
@@ -183,17 +169,13 @@ class Database:
     def set_autocommit(self, conn: Any) -> None:
         """Put an open connection in autocommit (a probe's single reads then need no ROLLBACK)."""
         conn.rollback()
-        if self.dialect.name == "postgres":
-            conn.autocommit = True
-        else:
-            conn.autocommit(True)
+        self.dialect.set_autocommit(conn)
 
     def run_autocommit(self, sql: str, params: tuple = ()) -> None:
         """Run one statement outside a transaction (``VACUUM`` cannot run inside one)."""
         conn = self.connect()
         try:
-            if self.dialect.name == "postgres":
-                conn.autocommit = True
+            self.dialect.set_autocommit(conn)
             self.execute(conn, sql, params)
             conn.commit()
         finally:
@@ -228,8 +210,8 @@ class Database:
                 for sql, params in self.dialect.ddl_session_setup(lock_wait_s, tag):
                     self.execute(conn, sql, params)
                 conn.commit()
-                if autocommit and self.dialect.name == "postgres":
-                    conn.autocommit = True
+                if autocommit:
+                    self.dialect.set_autocommit(conn)
                 out = []
                 for sql, params in statements:
                     if log_fn:
@@ -247,51 +229,38 @@ class Database:
             stop=stop_after_attempt(attempts), before_sleep=before_sleep, reraise=True,
         )(attempt)
 
+    def apply(self, statements: list[Statement], tag: str, lock_wait_s: float = DDL_LOCK_WAIT_SECONDS) -> None:
+        """Run :class:`~.dialects.ddl.Statement` s in order: plain ones in one transaction, DDL ones
+        through :meth:`run_ddl` (bounded lock wait, retried)."""
+        plain = [s for s in statements if not s.ddl]
+        if plain:
+            with self.session() as conn:
+                for s in plain:
+                    self.query(conn, s.sql, s.params)
+                conn.commit()
+        ddl = [(s.sql, s.params) for s in statements if s.ddl]
+        if ddl:
+            self.run_ddl(ddl, tag, lock_wait_s=lock_wait_s)
+
     def resolved_schema(self, conn: Any) -> str:
         """The schema (PostgreSQL) or database (MySQL) the tables live in: :attr:`schema`, or the
         connection's current one when unset."""
         if self.schema:
             return self.schema
-        return str(self.query(conn, f"SELECT {self.dialect.current_schema}")[0][0])
+        return str(self.query(conn, self.dialect.current_schema_sql())[0][0])
 
     # ------------------------------------------------------------------ errors
     def is_permanent(self, exc: BaseException) -> bool:
-        """True for errors no retry can fix: constraint violations, bad data, bad SQL."""
-        if self.dialect.name == "postgres":
-            import psycopg
-
-            kinds: tuple[type[BaseException], ...] = (
-                psycopg.IntegrityError, psycopg.DataError, psycopg.ProgrammingError,
-            )
-        else:
-            import MySQLdb
-
-            kinds = (MySQLdb.IntegrityError, MySQLdb.DataError, MySQLdb.ProgrammingError)
-            if isinstance(exc, MySQLdb.OperationalError) and exc.args and exc.args[0] in MYSQL_PERMANENT_CODES:
-                return True
-        return isinstance(exc, kinds) and not self.is_transient(exc)
+        """True for errors no retry can fix: constraint violations, bad data, bad SQL
+        (:meth:`~.dialects.errors.Errors.is_permanent`)."""
+        return self.dialect.is_permanent(exc)
 
     def is_statement_timeout(self, exc: BaseException) -> bool:
         """True when a statement ran out of its statement timeout (the batch was too big for
         the time allowed): PostgreSQL 57014 "canceling statement due to statement timeout",
         MariaDB 1969, MySQL 3024."""
-        if self.dialect.name == "postgres":
-            sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
-            return sqlstate == "57014" and "statement timeout" in str(exc)
-        return bool(getattr(exc, "args", None)) and exc.args[0] in MYSQL_STATEMENT_TIMEOUT_CODES
+        return self.dialect.is_statement_timeout(exc)
 
     def is_transient(self, exc: BaseException) -> bool:
         """True for errors a retry can fix: lock waits, deadlocks, timeouts, lost connections."""
-        if self.dialect.name == "postgres":
-            import psycopg
-
-            sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
-            if sqlstate in PG_TRANSIENT_SQLSTATES or (sqlstate or "").startswith("08"):
-                return True
-            return isinstance(exc, psycopg.OperationalError) and sqlstate is None
-        import MySQLdb
-
-        if isinstance(exc, MySQLdb.OperationalError):
-            code = exc.args[0] if exc.args else None
-            return code in MYSQL_TRANSIENT_CODES
-        return False
+        return self.dialect.is_transient(exc)

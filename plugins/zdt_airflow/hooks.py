@@ -14,8 +14,13 @@ from zdt_backfill.db import Database
 from zdt_backfill.dialects import dialect_for
 from zdt_backfill.errors import ConfigError
 
-POSTGRES_TYPES = ("postgres", "postgresql")
-MYSQL_TYPES = ("mysql", "mariadb")
+#: Airflow connection type -> (provider hook module, class, its connection-id argument).
+PROVIDER_HOOKS: dict[str, tuple[str, str, str]] = {
+    "postgres": ("airflow.providers.postgres.hooks.postgres", "PostgresHook", "postgres_conn_id"),
+    "postgresql": ("airflow.providers.postgres.hooks.postgres", "PostgresHook", "postgres_conn_id"),
+    "mysql": ("airflow.providers.mysql.hooks.mysql", "MySqlHook", "mysql_conn_id"),
+    "mariadb": ("airflow.providers.mysql.hooks.mysql", "MySqlHook", "mysql_conn_id"),
+}
 
 
 class BackfillHook(BaseHook):
@@ -39,17 +44,17 @@ class BackfillHook(BaseHook):
         """A new DB-API connection (autocommit off)."""
         return self._sql_hook().get_conn()
 
-    def _sql_hook(self) -> Any:
+    def _conn_type(self) -> str:
         conn_type = self.get_connection(self.conn_id).conn_type
-        if conn_type in POSTGRES_TYPES:
-            from airflow.providers.postgres.hooks.postgres import PostgresHook
+        if conn_type not in PROVIDER_HOOKS:
+            raise ConfigError(f"connection {self.conn_id!r} has type {conn_type!r}: use a postgres or mysql connection")
+        return conn_type
 
-            return PostgresHook(postgres_conn_id=self.conn_id)
-        if conn_type in MYSQL_TYPES:
-            from airflow.providers.mysql.hooks.mysql import MySqlHook
+    def _sql_hook(self) -> Any:
+        import importlib
 
-            return MySqlHook(mysql_conn_id=self.conn_id)
-        raise ConfigError(f"connection {self.conn_id!r} has type {conn_type!r}: use a postgres or mysql connection")
+        module, cls, arg = PROVIDER_HOOKS[self._conn_type()]
+        return getattr(importlib.import_module(module), cls)(**{arg: self.conn_id})
 
     def get_database(self) -> Database:
         """The engine's view of this connection (through PostgresHook / MySqlHook; MySQL
@@ -57,25 +62,20 @@ class BackfillHook(BaseHook):
 
         :raises ConfigError: the connection is neither PostgreSQL nor MySQL/MariaDB.
         """
+        conn_type = self._conn_type()
         hook = self._sql_hook()
-        engine = "postgres" if hook.conn_name_attr == "postgres_conn_id" else "mysql"
-        connect = hook.get_conn
-        if engine == "mysql":
 
-            def connect() -> Any:
-                conn = hook.get_conn()
-                if hasattr(conn, "set_character_set"):  # mysqlclient; mysql-connector is utf8mb4 already
-                    conn.set_character_set("utf8mb4")
-                return conn
+        def connect() -> Any:
+            conn = hook.get_conn()
+            if hasattr(conn, "set_character_set"):  # mysqlclient; mysql-connector is utf8mb4 already
+                conn.set_character_set("utf8mb4")
+            return conn
 
-        return Database(connect=connect, dialect=dialect_for(engine), schema=self.schema, name=self.conn_id)
+        return Database(connect=connect, dialect=dialect_for(conn_type), schema=self.schema, name=self.conn_id)
 
     def get_probe_database(self, timeout_s: float) -> Database:
         """The same database reached with connect and read timeouts of ``timeout_s`` seconds,
         for replica probes: a hung replica must read as "lag unknown", never hang the run."""
         c = self.get_connection(self.conn_id)
-        engine = "postgres" if c.conn_type in POSTGRES_TYPES else "mysql" if c.conn_type in MYSQL_TYPES else None
-        if engine is None:
-            raise ConfigError(f"connection {self.conn_id!r} has type {c.conn_type!r}: use a postgres or mysql connection")
-        return Database.direct(engine, c.host or "127.0.0.1", c.port, c.login or "", c.password or "", c.schema or "",
+        return Database.direct(self._conn_type(), c.host or "127.0.0.1", c.port, c.login or "", c.password or "", c.schema or "",
                                schema=self.schema, name=self.conn_id, timeout_s=timeout_s)

@@ -91,7 +91,7 @@ def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, An
     steps: list[str] = []
     contract.flip_back(config, handle, store)
     steps.append(f"flags {config.routing_flag} and {config.write_flag} -> legacy")
-    sql = f"TRUNCATE TABLE {db.dialect.table(config.target_table, db.schema)}"
+    sql = db.dialect.truncate_sql(config.target_table, db.schema)
     handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)")
     db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds)
     steps.append(sql)

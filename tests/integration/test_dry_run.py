@@ -101,17 +101,16 @@ def test_full_scan_is_flagged_on_the_real_server(env):
     config = RunConfig.from_params(users_conf(env), run_id="dry")
     d = env.db.dialect
     stmt = d.copy_batch_sql("users_legacy", "users_new", "id", config.columns, None, "PRIMARY")
-    unforced = dryrun.without_force_index(stmt)
     with env.db.session() as conn:
         if env.engine == "postgres":
-            doc = env.db.query(conn, "EXPLAIN (FORMAT JSON) " + unforced, (0, 2_000))[0][0]
+            doc = d.parse_plan(env.db.query(conn, d.explain_sql(stmt), (0, 2_000))[0][0])
         else:
             ignored = stmt.replace("FORCE INDEX", "IGNORE INDEX")
-            doc = json.loads(env.db.query(conn, "EXPLAIN FORMAT=JSON " + ignored, (0, 2_000))[0][0])
-            forced = json.loads(env.db.query(conn, "EXPLAIN FORMAT=JSON " + stmt, (0, 2_000))[0][0])
-            assert not dryrun.flag_full_scan("mysql", forced, "users_legacy")
+            doc = d.parse_plan(env.db.query(conn, d.explain_sql(ignored), (0, 2_000))[0][0])
+            forced = d.parse_plan(env.db.query(conn, d.explain_sql(stmt), (0, 2_000))[0][0])
+            assert not d.full_scans(forced, "users_legacy")
         conn.rollback()
-    assert dryrun.flag_full_scan(env.engine, doc, "users_legacy"), doc
+    assert d.full_scans(doc, "users_legacy"), doc
     if os.environ.get("ZDT_CAPTURE_EXPLAIN"):  # how tests/unit/test_dryrun.py's documents were captured
         Path(os.environ["ZDT_CAPTURE_EXPLAIN"], f"{env.engine}_full_scan.json").write_text(json.dumps(doc, indent=1))
     assert env.scalar("SELECT count(*) FROM users_new") == 0

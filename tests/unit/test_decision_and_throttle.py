@@ -343,13 +343,12 @@ def test_batch_sizer_follows_spirits_rule():
 
 
 def test_load_collector_turns_counters_into_rates():
+    from zdt_backfill.dialects import PostgresDialect
     from zdt_backfill.signals.load import LoadCollector
 
-    class FakeDialect:
-        name = "postgres"
-
+    class FakeDialect(PostgresDialect):
         def load_sql(self, schema, tables):
-            return "x", (), "row"
+            return "x", ()
 
     rows = [{"active_backends": 3, "deadlocks": 10, "wal_bytes": 1_000}, {"active_backends": 4, "deadlocks": 12,
                                                                             "wal_bytes": 5_000}]

@@ -13,6 +13,10 @@ from zdt_backfill.dialects import dialect_for
 from zdt_backfill.lifecycle import dryrun
 
 
+def flag_full_scan(engine: str, plan, table: str) -> bool:
+    return bool(dialect_for(engine).full_scans(plan, table))
+
+
 def _pg(scan: dict, cost: float) -> list:
     return [{"Plan": {"Node Type": "ModifyTable", "Operation": "Insert", "Relation Name": "users_new",
                       "Total Cost": cost, "Conflict Arbiter Indexes": ["users_new_pkey"], "Plans": [
@@ -44,41 +48,41 @@ MYSQL8_FULL = {"query_block": {"select_id": 1, "cost_info": {"query_cost": "205.
      ("mysql", MARIADB_FULL, True), ("mysql", MYSQL8_FULL, True)],
 )
 def test_full_scan_flag(engine, doc, full):
-    assert dryrun.flag_full_scan(engine, doc, "users_legacy") is full
-    assert dryrun.flag_full_scan(engine, json.loads(json.dumps(doc)), "other_table") is False
+    assert flag_full_scan(engine, doc, "users_legacy") is full
+    assert flag_full_scan(engine, json.loads(json.dumps(doc)), "other_table") is False
 
 
 def test_only_the_source_counts():
     # a Seq Scan of another relation (the target, a lookup) is not a full scan of the source
     other = _pg({"Node Type": "Seq Scan", "Relation Name": "users_new", "Total Cost": 5.0}, 6.0)
-    assert dryrun.pg_full_scans(other, "users_legacy") == []
-    assert len(dryrun.pg_full_scans(PG_FULL, "users_legacy")) == 1
-    assert len(dryrun.mysql_full_scans(MARIADB_FULL, "users_legacy")) == 1
+    assert dialect_for("postgres").full_scans(other, "users_legacy") == []
+    assert len(dialect_for("postgres").full_scans(PG_FULL, "users_legacy")) == 1
+    assert len(dialect_for("mysql").full_scans(MARIADB_FULL, "users_legacy")) == 1
 
 
 def test_access_summary():
-    assert dryrun.access_summary("postgres", PG_RANGE, "users_legacy") == "Index Scan using users_legacy_pkey"
-    assert dryrun.access_summary("postgres", PG_FULL, "users_legacy") == "Seq Scan"
-    assert dryrun.access_summary("mysql", MARIADB_RANGE, "users_legacy") == "access_type=range key=PRIMARY"
-    assert dryrun.access_summary("mysql", MARIADB_FULL, "users_legacy") == "access_type=ALL key=None"
-    assert "no access" in dryrun.access_summary("mysql", MARIADB_FULL, "nope")
+    assert dialect_for("postgres").access_summary(PG_RANGE, "users_legacy") == "Index Scan using users_legacy_pkey"
+    assert dialect_for("postgres").access_summary(PG_FULL, "users_legacy") == "Seq Scan"
+    assert dialect_for("mysql").access_summary(MARIADB_RANGE, "users_legacy") == "access_type=range key=PRIMARY"
+    assert dialect_for("mysql").access_summary(MARIADB_FULL, "users_legacy") == "access_type=ALL key=None"
+    assert "no access" in dialect_for("mysql").access_summary(MARIADB_FULL, "nope")
 
 
 def test_explain_cost():
-    assert dryrun.explain_cost("postgres", PG_RANGE) == 14.03
-    assert dryrun.explain_cost("mysql", MYSQL8_FULL) == 205.25
-    assert dryrun.explain_cost("mysql", MARIADB_RANGE) is None  # MariaDB 10.x reports no cost
-    assert dryrun.explain_cost("postgres", {}) is None
+    assert dialect_for("postgres").plan_cost(PG_RANGE) == 14.03
+    assert dialect_for("mysql").plan_cost(MYSQL8_FULL) == 205.25
+    assert dialect_for("mysql").plan_cost(MARIADB_RANGE) is None  # MariaDB 10.x reports no cost
+    assert dialect_for("postgres").plan_cost({}) is None
 
 
 def test_without_force_index_is_the_unhinted_batch():
     d = dialect_for("mysql")
     stmt = d.copy_batch_sql("users_legacy", "users_new", "id", {"data_hash": "md5(legacy_data)"}, None, "uk_id")
     assert "FORCE INDEX (`uk_id`)" in stmt
-    bare = dryrun.without_force_index(stmt)
+    bare = dialect_for("mysql").without_index_hint(stmt)
     assert "FORCE INDEX" not in bare
     assert bare == stmt.replace(" FORCE INDEX (`uk_id`)", "")
-    assert dryrun.without_force_index(bare) == bare
+    assert dialect_for("mysql").without_index_hint(bare) == bare
 
 
 def test_estimate_at_the_profile_rate():

@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from zdt_backfill.dialects import dialect_for
 from zdt_backfill.errors import PreflightError
 from zdt_backfill.verify import parity
 from zdt_backfill.verify.parity import Snapshot, diff_snapshots
@@ -69,10 +70,11 @@ def test_versions_and_flavours():
 
 
 def test_mysql_version_parsing():
-    assert parity._mysql_version("10.11.6-MariaDB-log") == ("MariaDB", "10.11.6")
-    assert parity._mysql_version("5.5.5-10.11.6-MariaDB") == ("MariaDB", "10.11.6")
-    assert parity._mysql_version("8.0.36") == ("MySQL", "8.0.36")
-    assert parity._pg_version("15.4 (Debian 15.4-1)", "150004") == "15.4"
+    my, pg = dialect_for("mysql"), dialect_for("postgres")
+    assert my.parse_version(("10.11.6-MariaDB-log",)) == ("MariaDB", "10.11.6")
+    assert my.parse_version(("5.5.5-10.11.6-MariaDB",)) == ("MariaDB", "10.11.6")
+    assert my.parse_version(("8.0.36",)) == ("MySQL", "8.0.36")
+    assert pg.parse_version(("15.4 (Debian 15.4-1)", "150004")) == ("PostgreSQL", "15.4")
 
 
 def test_schema_differences():

@@ -336,7 +336,7 @@ def approval_body(config: RunConfig, db: Database, decision: dict[str, Any]) -> 
     handle = RunHandle(db, c)
     repairs = [e.detail for e in handle.events("repair")]
     rollback_sql = (
-        [f"TRUNCATE TABLE {d.table(c.target_table, db.schema)}"] if c.mode == "copy"
+        [d.truncate_sql(c.target_table, db.schema)] if c.mode == "copy"
         else [d.nullify_batch_sql(c.source_table, c.key, list(c.columns), db.schema) + "  -- in keyset batches"]
     )
     lines = [

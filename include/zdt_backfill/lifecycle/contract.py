@@ -121,18 +121,16 @@ def archive_name(name: str) -> str:
 
 def legacy_statements(config: RunConfig, db: Database) -> list[str]:
     """The exact DDL ``legacy_action`` will run (empty for ``keep``)."""
-    c, d = config, db.dialect
-    table = d.table(c.source_table, db.schema)
+    c, d, s = config, db.dialect, db.schema
     if c.legacy_action == "keep":
         return []
     if c.mode == "copy":
         if c.legacy_action == "drop":
-            return [f"DROP TABLE {table}"]
-        return [f"ALTER TABLE {table} RENAME TO {d.quote(archive_name(c.source_table))}"]
+            return [d.drop_table_sql(c.source_table, s)]
+        return [d.rename_table_sql(c.source_table, archive_name(c.source_table), s)]
     if c.legacy_action == "drop":
-        return [f"ALTER TABLE {table} DROP COLUMN {d.quote(col)}" for col in c.legacy_columns]
-    return [f"ALTER TABLE {table} RENAME COLUMN {d.quote(col)} TO {d.quote(archive_name(col))}"
-            for col in c.legacy_columns]
+        return [d.drop_column_sql(c.source_table, col, s) for col in c.legacy_columns]
+    return [d.rename_column_sql(c.source_table, col, archive_name(col), s) for col in c.legacy_columns]
 
 
 def legacy_action(config: RunConfig, db: Database, handle: RunHandle, approved_by: str | None) -> dict[str, Any]:
@@ -173,10 +171,9 @@ def reclaim_storage(config: RunConfig, db: Database, handle: RunHandle) -> dict[
     c, d = config, db.dialect
     if c.reclaim_storage == "none":
         return {"statement": None}
-    table = d.table(c.target_table, db.schema)
-    sql = f"VACUUM (ANALYZE) {table}" if d.name == "postgres" else f"ANALYZE TABLE {table}"
+    sql, autocommit = d.reclaim_storage_sql(c.target_table, db.schema)
     log.info("reclaim storage (online): %s", sql)
-    db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:reclaim", autocommit=True)
+    db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:reclaim", autocommit=autocommit)
     handle.record("reclaim", sql)
     return {"statement": sql}
 
@@ -187,26 +184,17 @@ def advance_sequences(config: RunConfig, db: Database, handle: RunHandle) -> lis
     c, d = config, db.dialect
     if c.mode != "copy":
         return []
-    done: list[str] = []
     with db.session() as conn:
         max_key = db.query(conn, d.max_key_sql(c.target_table, c.key, db.schema))[0][0]
         if max_key is None:
             return []
-        if d.name == "postgres":
-            sql, params = d.owned_sequences_sql(c.target_table, db.schema)
-            for seq, last, _start, column in db.query(conn, sql, params):
-                if column == c.key and (last is None or last < max_key):
-                    log.info("sequence %s: %s -> %s (past max(%s))", seq, last, max_key, c.key)
-                    db.query(conn, d.set_sequence_sql(), (seq, max_key, True))
-                    done.append(f"{seq}={max_key}")
-            conn.commit()
-        else:
-            current = db.query(conn, d.auto_increment_sql(), (db.schema, c.target_table))[0][0]
-            conn.rollback()
-            if current is not None and current <= max_key:
-                sql = d.set_auto_increment_sql(c.target_table, max_key + 1, db.schema)
-                db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:contract")
-                done.append(f"AUTO_INCREMENT={max_key + 1}")
+        statements = d.advance_sequences(lambda sql, params: db.query(conn, sql, params), c.target_table, c.key,
+                                         max_key, db.schema)
+        conn.rollback()
+    for s in statements:
+        log.info("sequence past max(%s) = %s: %s", c.key, max_key, s.label)
+    db.apply(statements, f"zdt_backfill:{c.run_id}:contract")
+    done = [s.label for s in statements]
     if done:
         handle.record("sequences", "moved past max(key)", {"sequences": done})
     return done
@@ -232,4 +220,4 @@ def flip_back(config: RunConfig, handle: RunHandle, store: FlagStore) -> dict[st
 
 def _db_now(db: Database) -> datetime:
     with db.session() as conn:
-        return db.query(conn, f"SELECT {db.dialect.now}")[0][0]
+        return db.query(conn, db.dialect.now_sql())[0][0]

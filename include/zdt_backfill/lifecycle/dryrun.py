@@ -17,76 +17,15 @@ The result is a JSON-ready dict (the seed's ``explain_plan.json``).
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 from ..config import RunConfig
 from ..db import Database
-from .preflight import _walk, inspect
+from .preflight import inspect
 
 #: How many batch boundaries are listed per partition by default.
 FIRST_BATCHES = 3
-
-
-# ---------------------------------------------------------------------- flagging (pure)
-def pg_full_scans(explain: Any, table: str) -> list[dict[str, Any]]:
-    """The ``Seq Scan`` nodes on ``table`` in a PostgreSQL ``EXPLAIN (FORMAT JSON)`` document."""
-    return [n for n in _walk(explain) if n.get("Node Type") == "Seq Scan" and n.get("Relation Name") == table]
-
-
-def mysql_full_scans(explain: Any, table: str) -> list[dict[str, Any]]:
-    """The table accesses of ``table`` with ``access_type: ALL`` in a MySQL/MariaDB
-    ``EXPLAIN FORMAT=JSON`` document."""
-    return [n for n in _walk(explain) if n.get("table_name") == table and n.get("access_type") == "ALL"]
-
-
-def access_summary(engine: str, explain: Any, table: str) -> str:
-    """One line naming how ``table`` is read in an ``EXPLAIN`` JSON document."""
-    if engine == "postgres":
-        nodes = [n for n in _walk(explain) if "Node Type" in n and n.get("Relation Name") == table]
-        if not nodes:
-            return f"no scan of {table} in the plan"
-        return ", ".join(
-            n["Node Type"] + (f" using {n['Index Name']}" if n.get("Index Name") else "") for n in nodes
-        )
-    nodes = [n for n in _walk(explain) if n.get("table_name") == table and "access_type" in n]
-    if not nodes:
-        return f"no access to {table} in the plan"
-    return ", ".join(f"access_type={n.get('access_type')} key={n.get('key')}" for n in nodes)
-
-
-def explain_cost(engine: str, explain: Any) -> float | None:
-    """The optimizer's total cost of a plan: PostgreSQL ``Total Cost`` of the top node, MySQL
-    ``query_block.cost_info.query_cost``; ``None`` when the server reports none (MariaDB 10.x)."""
-    try:
-        if engine == "postgres":
-            doc = explain[0] if isinstance(explain, list) else explain
-            return float(doc["Plan"]["Total Cost"])
-        for n in _walk(explain):
-            if isinstance(n.get("cost_info"), dict) and "query_cost" in n["cost_info"]:
-                return float(n["cost_info"]["query_cost"])
-            if "cost" in n and isinstance(n["cost"], (int, float)):  # MariaDB 11
-                return float(n["cost"])
-    except (KeyError, IndexError, TypeError, ValueError):
-        return None
-    return None
-
-
-def flag_full_scan(engine: str, explain: Any, table: str) -> bool:
-    """True when the plan reads ``table`` with a full table scan."""
-    scans = pg_full_scans(explain, table) if engine == "postgres" else mysql_full_scans(explain, table)
-    return bool(scans)
-
-
-def without_force_index(sql: str) -> str:
-    """A MySQL batch statement without its ``FORCE INDEX (...)`` hint: what the optimizer
-    would do on its own."""
-    start = sql.find(" FORCE INDEX (")
-    if start < 0:
-        return sql
-    end = sql.index(")", start)
-    return sql[:start] + sql[end + 1:]
 
 
 def estimate_duration(rows: int, batch_size: int, max_rows_per_second: float | None,
@@ -122,22 +61,16 @@ def _explain(db: Database, conn: Any, stmt: str, params: tuple) -> Any:
     try:
         for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
             db.execute(conn, s)
-        if d.name == "postgres":
-            doc = db.query(conn, "EXPLAIN (FORMAT JSON) " + stmt, params)[0][0]
-        else:
-            doc = db.query(conn, "EXPLAIN FORMAT=JSON " + stmt, params)[0][0]
+        doc = db.query(conn, d.explain_sql(stmt), params)[0][0]
     finally:
         conn.rollback()
-    if isinstance(doc, (bytes, bytearray)):
-        doc = doc.decode()
-    return json.loads(doc) if isinstance(doc, str) else doc
+    return d.parse_plan(doc)
 
 
 def _explained(db: Database, conn: Any, stmt: str, params: tuple, table: str) -> dict[str, Any]:
-    plan = _explain(db, conn, stmt, params)
-    engine = db.dialect.name
-    return {"statement": stmt, "params": list(params), "full_scan": flag_full_scan(engine, plan, table),
-            "access": access_summary(engine, plan, table), "cost": explain_cost(engine, plan), "plan": plan}
+    d, plan = db.dialect, _explain(db, conn, stmt, params)
+    return {"statement": stmt, "params": list(params), "full_scan": bool(d.full_scans(plan, table)),
+            "access": d.access_summary(plan, table), "cost": d.plan_cost(plan), "plan": plan}
 
 
 def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES) -> dict[str, Any]:
@@ -177,9 +110,10 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
             if batches:
                 params = (batches[0]["lo_exclusive"], batches[0]["hi"])
                 entry["explain"] = _explained(db, conn, stmt, params, c.source_table)
-                if d.name == "mysql":
+                bare = d.without_index_hint(stmt)
+                if bare is not None:
                     # The batch forces the key index; show what the optimizer picks without it.
-                    unforced = _explained(db, conn, without_force_index(stmt), params, c.source_table)
+                    unforced = _explained(db, conn, bare, params, c.source_table)
                     entry["explain_without_force_index"] = unforced
                     entry["force_index_fix"] = stmt if unforced["full_scan"] else None
                 if entry["explain"]["full_scan"]:

@@ -32,31 +32,12 @@ class DualWriteResult:
 
 
 def dual_write_check_sql(config: RunConfig, db: Database, types: dict[str, ColumnType] | None = None) -> str:
-    """``(recent_rows, mismatched_rows)`` over source rows changed in the window.
-
-    Params: ``(window_seconds,)``. A recent row mismatches when the target has no row
-    with its key (copy mode) or a target column differs from its expected value: the
-    typed projection (the expression cast to the column's type, ``types`` from
-    :func:`~zdt_backfill.verify.checksum.target_casts`), compared on the checksum's encodings, so a correctly
-    dual-written ``balance * 100`` in a ``DECIMAL(16,0)`` column is equal.
-    """
-    d, c = db.dialect, config
-    k = d.quote(c.key)
-    uc = d.quote(c.dual_write_updated_column)
-    src = d.table(c.source_table, db.schema)
-    since = "now() - make_interval(secs => %s)" if d.name == "postgres" else "now(6) - INTERVAL %s SECOND"
-    names = [d.quote(f"zdt_c{i}") for i in range(len(c.columns))]
-    types = types or {}
-    proj = ", ".join(f"{e} AS {n}" for e, n in zip(d.typed_projection(c.columns, types), names, strict=True))
-    equal = " AND ".join(
-        d.null_safe_equal(f"t.{d.quote(col)}", f"s.{n}", types.get(col)) for col, n in zip(c.columns, names, strict=True)
-    )
-    tgt = d.table(c.target_table, db.schema)
-    return (
-        f"SELECT count(*), coalesce(sum(CASE WHEN t.{k} IS NULL OR NOT ({equal}) THEN 1 ELSE 0 END), 0)"
-        f" FROM (SELECT {k}, {proj} FROM {src} WHERE {uc} >= {since}) AS s"
-        f" LEFT JOIN {tgt} AS t ON t.{k} = s.{k}"
-    )
+    """``(recent_rows, mismatched_rows)`` over source rows changed in the window (params
+    ``(window_seconds,)``): :meth:`~zdt_backfill.dialects.compare.Compare.dual_write_check_sql`
+    with the run's tables, key, timestamp column and typed projection."""
+    c = config
+    return db.dialect.dual_write_check_sql(c.source_table, c.target_table, c.key, c.dual_write_updated_column,
+                                           c.columns, db.schema, types)
 
 
 def confirm_dual_write(config: RunConfig, db: Database) -> DualWriteResult:

@@ -38,7 +38,6 @@ Checks (fatal unless marked *warn*):
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -61,8 +60,6 @@ INTEGER_TYPES = frozenset({"smallint", "integer", "bigint", "int", "tinyint", "m
 MAX_THREADS_RUNNING = 25
 #: The seed: "innodb_lock_wait_timeout > 30s" for the application's sessions.
 MIN_SERVER_LOCK_WAIT_SECONDS = 30
-#: Plan node types that read through an index (PostgreSQL EXPLAIN JSON).
-PG_INDEX_SCANS = frozenset({"Index Scan", "Index Only Scan", "Bitmap Index Scan"})
 
 
 @dataclass
@@ -122,30 +119,19 @@ def _columns(db: Database, conn: Any, table: str) -> dict[str, tuple[str, bool]]
     return {r[0]: (str(r[1]).lower(), bool(r[2])) for r in rows}
 
 
-#: What a relation other than a table is, by PostgreSQL ``relkind`` / MySQL ``table_type``.
-NOT_A_TABLE = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence",
-               "VIEW": "a view", "SYSTEM VIEW": "a system view", "SEQUENCE": "a sequence"}
-
-
 def _relation_kind(db: Database, conn: Any, table: str) -> str | None:
-    """PostgreSQL ``pg_class.relkind`` / MySQL ``information_schema.tables.table_type`` of a
-    relation, ``None`` when there is none of that name."""
-    if db.dialect.name == "postgres":
-        sql = ("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-               " WHERE n.nspname = coalesce(%s, current_schema()) AND c.relname = %s")
-    else:
-        sql = ("SELECT table_type FROM information_schema.tables"
-               " WHERE table_schema = coalesce(%s, database()) AND table_name = %s")
-    rows = db.query(conn, sql, (db.schema, table))
+    """The catalog's kind of a relation (:meth:`~zdt_backfill.dialects.catalog.Catalog.relation_kind_sql`),
+    ``None`` when there is none of that name."""
+    rows = db.query(conn, db.dialect.relation_kind_sql(), (db.schema, table))
     if not rows:
         return None
     kind = rows[0][0]
     return kind.decode() if isinstance(kind, (bytes, bytearray)) else str(kind)
 
 
-def _is_table(checks: "_Checks", name: str, label: str, kind: str | None) -> bool:
+def _is_table(checks: "_Checks", name: str, label: str, kind: str | None, db: Database) -> bool:
     """Add the check that a relation is a table; False (and a failed check) when it is not."""
-    what = NOT_A_TABLE.get(kind or "")
+    what = db.dialect.NOT_A_TABLE.get(kind or "")
     if what:
         return checks.add(name, False, f"{label} is {what}, not a table: give the table it reads")
     return True
@@ -161,13 +147,13 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     checks = _Checks()
     where = f"{c.schema}." if c.schema else ""
 
-    if not _is_table(checks, "source_table", f"{where}{c.source_table}", _relation_kind(db, conn, c.source_table)):
+    if not _is_table(checks, "source_table", f"{where}{c.source_table}", _relation_kind(db, conn, c.source_table), db):
         checks.raise_if_failed()
     src_cols = _columns(db, conn, c.source_table)
     if not checks.add("source_table", bool(src_cols), f"{where}{c.source_table} {'exists' if src_cols else 'not found'}"):
         checks.raise_if_failed()
     if c.mode == "copy":
-        if not _is_table(checks, "target_table", f"{where}{c.target_table}", _relation_kind(db, conn, c.target_table)):
+        if not _is_table(checks, "target_table", f"{where}{c.target_table}", _relation_kind(db, conn, c.target_table), db):
             checks.raise_if_failed()
         tgt_cols = _columns(db, conn, c.target_table)
         if not checks.add("target_table", bool(tgt_cols), f"{where}{c.target_table} {'exists' if tgt_cols else 'not found'}"):
@@ -249,7 +235,7 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     if c.mode == "copy":
         unique_tgt = db.query(conn, d.unique_key_sql(), (db.schema, c.target_table, c.key))[0][0]
         checks.add("target_key_unique", unique_tgt > 0, f"target has a unique index on {c.key!r}" if unique_tgt else f"target has no unique index on {c.key!r} (needed for insert-if-absent)")
-        if d.name == "mysql":
+        if d.upsert_matches_any_unique_index:
             others = [r[0] for r in db.query(conn, d.other_unique_indexes_sql(), (db.schema, c.target_table, c.key))]
             checks.add(
                 "target_other_unique",
@@ -259,12 +245,7 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
             )
     checks.raise_if_failed()
     if c.mode == "copy":
-        k = d.quote(c.key)
-        foreign = db.query(
-            conn,
-            f"SELECT count(*) FROM {d.table(c.target_table, db.schema)} AS t WHERE NOT EXISTS"
-            f" (SELECT 1 FROM {d.table(c.source_table, db.schema)} AS s WHERE s.{k} = t.{k})",
-        )[0][0]
+        foreign = db.query(conn, d.keys_absent_from_sql(c.target_table, c.source_table, c.key, db.schema))[0][0]
         checks.add(
             "target_is_fresh",
             foreign == 0,
@@ -293,14 +274,8 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         try:
             for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
                 db.execute(conn, s)
-            if d.name == "postgres":
-                explain = db.query(conn, "EXPLAIN (FORMAT JSON) " + stmt, (lo, hi))[0][0]
-                if isinstance(explain, str):
-                    explain = json.loads(explain)
-                ok, detail = _pg_uses_index(explain, c.source_table, key_index)
-            else:
-                explain = db.query_dicts(conn, "EXPLAIN " + stmt, (lo, hi))
-                ok, detail = _mysql_uses_index(explain, c.source_table, key_index)
+            explain = d.parse_plan(db.query(conn, d.explain_sql(stmt), (lo, hi))[0][0])
+            ok, detail = d.index_range_scan(explain, c.source_table, key_index)
         except Exception as exc:  # the expression does not parse, a column is wrong...
             conn.rollback()
             checks.add("explain", False, f"the batch statement does not run: {exc}".strip())
@@ -317,9 +292,11 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         text = ", ".join(f"{n}={'unreachable' if v is None else f'{v:.1f}s'}" for n, v in readings.items())
         healthy = worst is not None and (gate is None or worst <= gate)
         checks.add("replica_lag", healthy, f"{text} (gate {gate}s)")
-    running = _threads_running(db, conn)
+    running = d.active_sessions(lambda sql, params: db.query(conn, sql, params))
     checks.add("load", running < MAX_THREADS_RUNNING, f"active sessions/Threads_running={running} (< {MAX_THREADS_RUNNING})")
-    _settings_checks(db, conn, checks)
+    for name, ok, detail, fatal in d.preflight_settings(lambda sql, params: db.query(conn, sql, params),
+                                                        MIN_SERVER_LOCK_WAIT_SECONDS):
+        checks.add(name, ok, detail, fatal=fatal)
     checks.raise_if_failed()
 
     conn.rollback()
@@ -335,15 +312,9 @@ def target_sequences(config: RunConfig, db: Database, conn: Any) -> dict[str, An
     PostgreSQL: ``{"sequences": {name: {"last_value": n | None, "start": n, "column": c}}}`` for the
     sequences owned by the target's columns; MySQL: ``{"auto_increment": n | None}``.
     """
-    d = db.dialect
     if config.mode != "copy":
         return {}
-    if d.name == "postgres":
-        sql, params = d.owned_sequences_sql(config.target_table, db.schema)
-        rows = db.query(conn, sql, params)
-        return {"sequences": {r[0]: {"last_value": r[1], "start": r[2], "column": r[3]} for r in rows}}
-    rows = db.query(conn, d.auto_increment_sql(), (db.schema, config.target_table))
-    return {"auto_increment": rows[0][0] if rows else None}
+    return db.dialect.read_sequences(lambda sql, params: db.query(conn, sql, params), config.target_table, db.schema)
 
 
 #: Above this many estimated rows the partition plan falls back to equal key widths: walking the
@@ -445,60 +416,3 @@ def run_preflight(
             handle.release(HALTED, f"pre-flight failed after taking the lock: {exc}")
             raise
     return plan
-
-
-# ---------------------------------------------------------------------- helpers
-def _walk(node: Any):
-    if isinstance(node, dict):
-        yield node
-        for v in node.values():
-            yield from _walk(v)
-    elif isinstance(node, list):
-        for v in node:
-            yield from _walk(v)
-
-
-def _pg_uses_index(explain: Any, table: str, index: str) -> tuple[bool, str]:
-    nodes = [n for n in _walk(explain) if isinstance(n, dict) and "Node Type" in n]
-    seq = [n for n in nodes if n["Node Type"] == "Seq Scan" and n.get("Relation Name") == table]
-    idx = [n for n in nodes if n["Node Type"] in PG_INDEX_SCANS and n.get("Index Name") == index]
-    if seq or not idx:
-        return False, f"plan reads {table} with a sequential scan, not index {index!r}: add an index on the key"
-    return True, f"index range scan on {index} ({idx[0]['Node Type']})"
-
-
-def _mysql_uses_index(explain: list[dict[str, Any]], table: str, index: str) -> tuple[bool, str]:
-    rows = [r for r in explain if r.get("table") == table]
-    if not rows:
-        return False, f"EXPLAIN shows no access to {table}"
-    r = rows[0]
-    ok = r.get("key") == index and r.get("type") in ("range", "ref", "eq_ref", "const")
-    return ok, f"access type={r.get('type')} key={r.get('key')} (want a range scan on {index})"
-
-
-def _threads_running(db: Database, conn: Any) -> int:
-    if db.dialect.name == "postgres":
-        return int(db.query(conn, "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid()")[0][0])
-    rows = db.query(conn, "SHOW GLOBAL STATUS LIKE 'Threads_running'")
-    return int(rows[0][1]) - 1 if rows else 0
-
-
-def _settings_checks(db: Database, conn: Any, checks: _Checks) -> None:
-    if db.dialect.name == "postgres":
-        lt = db.query(conn, "SHOW lock_timeout")[0][0]
-        checks.add("settings", True, f"server lock_timeout={lt}; backfill sessions set their own lock_timeout", fatal=False)
-        return
-    fmt, log_bin = db.query(conn, "SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin")[0]
-    checks.add(
-        "binlog_format",
-        not (int(log_bin) and str(fmt).upper() == "STATEMENT"),
-        f"binlog_format={fmt} (log_bin={log_bin}); READ COMMITTED batches need ROW or MIXED",
-    )
-    v = int(db.query(conn, "SELECT @@GLOBAL.innodb_lock_wait_timeout")[0][0])
-    checks.add(
-        "settings",
-        v >= MIN_SERVER_LOCK_WAIT_SECONDS,
-        f"global innodb_lock_wait_timeout={v}s (seed: >= {MIN_SERVER_LOCK_WAIT_SECONDS}s so application "
-        "transactions outwait a batch); backfill sessions use a short one of their own",
-        fatal=False,
-    )

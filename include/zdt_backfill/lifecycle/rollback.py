@@ -88,7 +88,7 @@ def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: lis
     if already_rolled_back(handle):
         return {"skipped": "already rolled back"}
     if c.mode == "copy":
-        sql = f"TRUNCATE TABLE {d.table(c.target_table, db.schema)}"
+        sql = d.truncate_sql(c.target_table, db.schema)
         handle.destructive("truncate", sql, "rollback: empty the copy target")
         db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
         return {"statement": sql}
@@ -118,24 +118,12 @@ def restore_sequences(config: RunConfig, db: Database, handle: RunHandle, checke
     c, d = config, db.dialect
     if c.mode != "copy" or (checked and already_rolled_back(handle)):
         return []
-    recorded = handle.row().sequences
-    done: list[str] = []
-    if d.name == "postgres":
-        with db.session() as conn:
-            for seq, v in (recorded.get("sequences") or {}).items():
-                value, called = (v["last_value"], True) if v.get("last_value") is not None else (v["start"], False)
-                sql = d.set_sequence_sql()
-                handle.destructive("reset_sequences", f"{sql} -- ({seq}, {value}, {called})",
-                                   "rollback: restore the sequence recorded at pre-flight")
-                db.query(conn, sql, (seq, value, called))
-                done.append(f"{seq}={value}{'' if called else ' (not called)'}")
-            conn.commit()
-    elif recorded.get("auto_increment") is not None:
-        sql = d.set_auto_increment_sql(c.target_table, recorded["auto_increment"], db.schema)
-        handle.destructive("reset_sequences", sql, "rollback: restore the AUTO_INCREMENT recorded at pre-flight")
-        db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
-        done.append(f"AUTO_INCREMENT={recorded['auto_increment']}")
-    return done
+    statements = d.restore_sequences(handle.row().sequences, c.target_table, db.schema)
+    for s in statements:
+        shown = f"{s.sql} -- {s.params}" if s.params else s.sql
+        handle.destructive("reset_sequences", shown, "rollback: restore the sequence recorded at pre-flight")
+    db.apply(statements, f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
+    return [s.label for s in statements]
 
 
 def clear_caches(config: RunConfig, handle: RunHandle | None = None) -> dict[str, Any]:

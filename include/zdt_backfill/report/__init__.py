@@ -21,12 +21,13 @@ from typing import Any
 from ..config import RunConfig
 from ..copy.progress import THROTTLE_WORDS
 from ..db import Database
+from ..dialects.schema import REPORTS
 from ..state.checkpoint import CheckpointStore, PartitionProgress
 from ..state.runstate import Event, RunHandle
 
 log = logging.getLogger(__name__)
 
-REPORTS = "zdt_backfill_reports"
+
 
 
 #: Chart samples kept in a report (thinned evenly beyond it).
@@ -336,17 +337,12 @@ def create_table(db: Database) -> str:
     """
     d = db.dialect
     table = d.table(REPORTS, db.schema)
-    db.run_ddl([(
-        f"CREATE TABLE IF NOT EXISTS {table} (id {d.serial_pk}, run_id varchar(250) NOT NULL,"
-        f" source_table varchar(128) NULL, target_table varchar(128) NULL, state varchar(32) NULL,"
-        f" created_at {d.timestamp_type} NULL, report_json {d.long_text_type} NOT NULL,"
-        f" report_md {d.long_text_type} NOT NULL, report_html {d.long_text_type} NULL)", (),
-    )], tag="zdt_backfill:report")
+    db.run_ddl([(d.control_table_sql(REPORTS, db.schema), ())], tag="zdt_backfill:report")
     with db.session() as conn:
         cols = {r[0] for r in db.query(conn, d.columns_sql(), (db.schema, REPORTS))}
         conn.rollback()
     if "report_html" not in cols:  # a table made by an earlier version of this package
-        db.run_ddl([(f"ALTER TABLE {table} ADD COLUMN report_html {d.long_text_type} NULL", ())],
+        db.run_ddl([(d.add_column_sql(REPORTS, "report_html", d.added_columns(REPORTS)["report_html"], db.schema), ())],
                    tag="zdt_backfill:report")
     return table
 

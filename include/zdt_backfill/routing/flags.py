@@ -32,12 +32,12 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import quote as url_quote
 
 from ..db import Database
+from ..dialects.schema import FLAGS
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
 #: The flag table, in the application database (schema of the :class:`~zdt_backfill.db.Database`).
-FLAGS = "zdt_routing_flags"
 PATHS = ("legacy", "new")
 MAX_FLAG_LENGTH = 128
 
@@ -184,15 +184,8 @@ class TableFlagStore:
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
         self._ensure_table(run_id)
-        d, c = self.db.dialect, self._cols
-        names = ", ".join(c.values())
-        if d.name == "postgres":
-            updates = ", ".join(f"{c[k]} = EXCLUDED.{c[k]}" for k in ("value", "percent", "run_id", "updated_at"))
-            upsert = f" ON CONFLICT ({c['flag']}) DO UPDATE SET {updates}"
-        else:
-            updates = ", ".join(f"{c[k]} = VALUES({c[k]})" for k in ("value", "percent", "run_id", "updated_at"))
-            upsert = f" ON DUPLICATE KEY UPDATE {updates}"
-        sql = f"INSERT INTO {self.table} ({names}) VALUES (%s, %s, %s, %s, {d.now}){upsert}"
+        d = self.db.dialect
+        sql = d.upsert_values_sql(FLAGS, list(self._cols), ["flag"], ["%s", "%s", "%s", "%s", d.now], self.db.schema)
 
         def attempt() -> None:
             with self.db.session(tag=f"zdt_routing {run_id}"[:200], lock_timeout_s=self.timeout_seconds,
@@ -206,18 +199,13 @@ class TableFlagStore:
     def _ensure_table(self, run_id: str) -> None:
         with self.db.session() as conn:
             cols = self._columns(conn)
-        c = self._cols
+        c, d = self._cols, self.db.dialect
         if not cols:
-            self.db.run_ddl(
-                [(f"CREATE TABLE IF NOT EXISTS {self.table} ({c['flag']} varchar(128) PRIMARY KEY,"
-                  f" {c['value']} varchar(64) NOT NULL, {c['percent']} int NOT NULL DEFAULT 0,"
-                  f" {c['run_id']} varchar(250), {c['updated_at']} {self.db.dialect.timestamp_type} NULL)", ())],
-                tag=f"zdt_routing {run_id}"[:200],
-            )
+            self.db.run_ddl([(d.control_table_sql(FLAGS, self.db.schema), ())], tag=f"zdt_routing {run_id}"[:200])
         elif "percent" not in cols:
             log.warning("%s has no percent column (an earlier layout): adding it", self.table)
             self.db.run_ddl(
-                [(f"ALTER TABLE {self.table} ADD COLUMN {c['percent']} int NOT NULL DEFAULT 0", ())],
+                [(d.add_column_sql(FLAGS, "percent", d.added_columns(FLAGS)["percent"], self.db.schema), ())],
                 tag=f"zdt_routing {run_id}"[:200],
             )
             with self.db.session() as conn:

@@ -76,9 +76,9 @@ def diagnose(db: Database, replicas: list[Database] | None = None) -> list[Findi
             reading = probe.read()
             verdict = _verdict(reading.seconds, LAG_WARN_SECONDS, LAG_CRITICAL_SECONDS)
             detail = f"{reading.status} ({reading.source}{': ' + reading.detail if reading.detail else ''})"
-            out.append(Finding(f"replica_lag {r.name}", verdict, reading.seconds, detail, d.replica_lag_sql()))
+            out.append(Finding(f"replica_lag {r.name}", verdict, reading.seconds, detail, d.replica_status_sql()[0]))
         except ValueError as exc:
-            out.append(Finding(f"replica_lag {r.name}", CRITICAL, None, str(exc), d.replica_lag_sql()))
+            out.append(Finding(f"replica_lag {r.name}", CRITICAL, None, str(exc), d.replica_status_sql()[0]))
         finally:
             probe.close()
     for f in out:

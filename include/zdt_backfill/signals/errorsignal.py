@@ -70,7 +70,7 @@ class SqlErrorSignal:
         self.name = name or f"sql on {db.name}"
 
     def read(self) -> float:
-        begin = "SET TRANSACTION READ ONLY" if self.db.dialect.name == "postgres" else "START TRANSACTION READ ONLY"
+        begin = self.db.dialect.read_only_begin_sql()
         try:
             with self.db.session(tag="zdt_routing error signal", lock_timeout_s=self.timeout_seconds,
                                  statement_timeout_s=self.timeout_seconds) as conn:

@@ -98,7 +98,7 @@ class ReplicaLagProbe:
         try:
             rows = self.db.query(conn, self.db.dialect.heartbeat_age_sql(self.db.schema), (self.heartbeat,))
         except Exception as exc:
-            if _missing_table(exc):  # not created yet (before pre-flight): replay status only
+            if self.db.dialect.is_missing_table(exc):  # not created yet (before pre-flight): replay status only
                 conn.rollback()
                 return None
             raise
@@ -119,35 +119,23 @@ class ReplicaLagProbe:
         return LagReading(self.name, max(replay, 0.0), OK, "replay", detail)
 
     def _replay(self, conn: Any) -> tuple[float | None, str]:
+        """The replica's own replay lag (:meth:`~zdt_backfill.dialects.monitor.Monitor.parse_replica_status`)."""
         d = self.db.dialect
-        if d.name == "postgres":
-            rows = self.db.query(conn, d.replica_lag_sql())
-            conn.rollback()
-            in_recovery, lag = rows[0]
-            if not in_recovery:
-                raise ValueError(f"{self.name} is not a replica (pg_is_in_recovery() is false)")
-            return (None if lag is None else float(lag)), "" if lag is not None else "nothing replayed yet"
-        status = None
         last_error: Exception | None = None
-        for sql in ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS"):
+        for sql in d.replica_status_sql():
             try:
                 rows = self.db.query_dicts(conn, sql)
+                conn.rollback()
             except Exception as exc:
-                if _syntax_error(exc):  # an older server: try the other spelling
+                if d.is_syntax_error(exc):  # an older server: try the other spelling
                     last_error = exc
                     continue
                 raise  # a lost connection (2013), a timeout: lag unknown, not "not a replica"
-            status = rows[0] if rows else {}
-            break
-        if status is None:
-            raise ValueError(f"{self.name}: cannot read the replica status: {last_error}")
-        if not status:
-            raise ValueError(f"{self.name} is not a replica (SHOW SLAVE STATUS is empty)")
-        lag = status.get("Seconds_Behind_Source", status.get("Seconds_Behind_Master"))
-        io = status.get("Replica_IO_Running", status.get("Slave_IO_Running"))
-        sql_running = status.get("Replica_SQL_Running", status.get("Slave_SQL_Running"))
-        detail = "" if lag is not None else f"replication stopped (IO {io}, SQL {sql_running})"
-        return (None if lag is None else float(lag)), detail
+            try:
+                return d.parse_replica_status(rows)
+            except ValueError as exc:
+                raise ValueError(f"{self.name} is {exc}") from None
+        raise ValueError(f"{self.name}: cannot read the replica status: {last_error}")
 
     def close(self) -> None:
         if self._conn is not None:
@@ -159,17 +147,6 @@ class ReplicaLagProbe:
 #: The probe without a heartbeat row (replay status only), as before the heartbeat.
 def ReplicaStatusProbe(db: Database) -> ReplicaLagProbe:  # noqa: N802 - kept as the older name
     return ReplicaLagProbe(db, None)
-
-
-def _missing_table(exc: BaseException) -> bool:
-    sqlstate = getattr(getattr(exc, "diag", None), "sqlstate", None) or getattr(exc, "sqlstate", None)
-    code = exc.args[0] if getattr(exc, "args", None) else None
-    return sqlstate == "42P01" or code == 1146
-
-
-def _syntax_error(exc: BaseException) -> bool:
-    code = exc.args[0] if getattr(exc, "args", None) else None
-    return code == 1064
 
 
 def read_all(probes: list[Any]) -> list[LagReading]:

@@ -39,13 +39,8 @@ class LoadCollector:
             if self._conn is None:
                 self._conn = self.db.connect()
             d = self.db.dialect
-            sql, params, shape = d.load_sql(self.db.schema, self.tables)
-            if shape == "row":
-                row = self.db.query_dicts(self._conn, sql, params)[0]
-            else:
-                row = {d.LOAD_STATUS[name]: value for name, value in self.db.query(self._conn, sql, params)}
-                if row.get("threads_running") is not None:
-                    row["threads_running"] = float(row["threads_running"]) - 1  # not this probe's own thread
+            sql, params = d.load_sql(self.db.schema, self.tables)
+            row = d.parse_load(self.db.query_dicts(self._conn, sql, params))
             self._conn.rollback()
         except Exception as exc:  # the primary's own batches will fail too; do not crash here
             log.warning("load signals unreadable: %s", exc)

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..db import Database
+from ..dialects.schema import CHECKPOINTS
 from ..errors import CheckpointConflictError, PreflightError, RunStoppedError
 
-CHECKPOINTS = "zdt_backfill_checkpoints"
 _COLUMNS = (
     "partition_no, lo, hi, watermark, rows_written, keys_scanned, batches, retries, throttled_seconds, seconds,"
     " status, data_errors"
@@ -69,7 +69,6 @@ class CheckpointStore:
         self.db = db
         d = db.dialect
         self.checkpoints = d.table(CHECKPOINTS, db.schema)
-        self._ts = d.timestamp_type
         self._now = d.now
 
     # ------------------------------------------------------------------ DDL
@@ -84,17 +83,7 @@ class CheckpointStore:
                 f"{CHECKPOINTS} has the layout of an older version of this package; when no backfill is running, "
                 "drop it and zdt_backfill_runs"
             )
-        ts = self._ts
-        self.db.execute(
-            conn,
-            f"CREATE TABLE IF NOT EXISTS {self.checkpoints} (run_id varchar(250) NOT NULL,"
-            " partition_no int NOT NULL, lo bigint NOT NULL, hi bigint NOT NULL, watermark bigint NOT NULL,"
-            " rows_written bigint NOT NULL DEFAULT 0, keys_scanned bigint NOT NULL DEFAULT 0,"
-            " batches int NOT NULL DEFAULT 0, retries int NOT NULL DEFAULT 0,"
-            " throttled_seconds double precision NOT NULL DEFAULT 0, seconds double precision NOT NULL DEFAULT 0,"
-            f" status varchar(16) NOT NULL, data_errors int NOT NULL DEFAULT 0, started_at {ts} NULL,"
-            f" updated_at {ts} NULL, PRIMARY KEY (run_id, partition_no))",
-        )
+        self.db.execute(conn, self.db.dialect.control_table_sql(CHECKPOINTS, self.db.schema))
         conn.commit()
 
     def tables_exist(self, conn: Any) -> bool:

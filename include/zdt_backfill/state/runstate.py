@@ -48,12 +48,11 @@ from typing import Any
 
 from ..config import RunConfig
 from ..db import Database
+from ..dialects.schema import EVENTS, RUNS
 from ..errors import ConcurrentRunError, PermanentError, PreflightError, RunStoppedError
 
 log = logging.getLogger(__name__)
 
-RUNS = "zdt_backfill_runs"
-EVENTS = "zdt_backfill_events"
 
 PLANNED, COPYING, HOLDING, CATCHING_UP = "planned", "copying", "holding", "catching_up"
 VALIDATING, REPAIRING, AWAITING_APPROVAL = "validating", "repairing", "awaiting_approval"
@@ -150,22 +149,15 @@ class RunStateStore:
 
         :raises PreflightError: a ``zdt_backfill_runs`` table of an older layout exists.
         """
-        d, ts = self.db.dialect, self.db.dialect.timestamp_type
+        d = self.db.dialect
         cols = {r[0] for r in self.db.query(conn, d.columns_sql(), (self.db.schema, RUNS))}
         if cols and "control" not in cols:
             raise PreflightError(
                 f"{RUNS} has the layout of an older version of this package; when no backfill is running, "
                 f"drop it and zdt_backfill_checkpoints (they only hold that version's run state)"
             )
-        for sql in (
-            f"CREATE TABLE IF NOT EXISTS {self.runs} (lock_key varchar(200) PRIMARY KEY,"
-            f" run_id varchar(250) NOT NULL, state varchar(32) NOT NULL, reason text NULL,"
-            f" owner varchar(250) NULL, heartbeat_at {ts} NULL, lease_expires_at {ts} NULL,"
-            f" started_at {ts} NULL, updated_at {ts} NULL, config text NULL, sequences text NULL, control text NULL)",
-            f"CREATE TABLE IF NOT EXISTS {self.events} (id {d.serial_pk}, lock_key varchar(200) NOT NULL,"
-            f" run_id varchar(250) NOT NULL, at {ts} NULL, kind varchar(32) NOT NULL,"
-            f" state_from varchar(32) NULL, state_to varchar(32) NULL, reason text NULL, detail text NULL)",
-        ):
+        for name in (RUNS, EVENTS):
+            sql = d.control_table_sql(name, self.db.schema)
             self.db.execute(conn, sql)
         conn.commit()
 

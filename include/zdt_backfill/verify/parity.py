@@ -39,42 +39,21 @@ backfill's correctness and plan would.
 - **Column order** (``column_order``): the engine always names its columns.
 
 Settings are read in a fresh session, as the backfill's own sessions will see them (so a
-``ALTER DATABASE ... SET`` or ``SET GLOBAL`` shows). The catalog SQL lives here for now and
-belongs in :mod:`zdt_backfill.dialects` later; every name is a bound value, never interpolated.
+``ALTER DATABASE ... SET`` or ``SET GLOBAL`` shows). The catalog SQL is the dialects'
+(:mod:`zdt_backfill.dialects.inventory`); every name is a bound value, never interpolated.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..db import Database
+from ..dialects import dialect_for
+from ..dialects.inventory import FATAL, WARN
 from ..errors import PreflightError
 from ..identifiers import validate_identifier
 
-FATAL = "fatal"
-WARN = "warn"
-
-#: Settings compared, per engine, with the severity of a difference (see the module docstring).
-PG_SETTINGS: dict[str, str] = {
-    "lock_timeout": WARN,
-    "statement_timeout": WARN,
-    "shared_buffers": WARN,
-    "work_mem": WARN,
-    "wal_level": FATAL,
-    "max_connections": WARN,
-    "default_transaction_isolation": FATAL,
-}
-MYSQL_SETTINGS: dict[str, str] = {
-    "innodb_lock_wait_timeout": WARN,
-    "lock_wait_timeout": WARN,
-    "innodb_buffer_pool_size": WARN,
-    "binlog_format": FATAL,
-    "transaction_isolation": FATAL,
-    "max_connections": WARN,
-    "sql_mode": FATAL,
-}
 #: Severity of schema and server differences, by :attr:`Difference.kind`.
 KIND_SEVERITY: dict[str, str] = {
     "flavour": FATAL,
@@ -146,81 +125,6 @@ class ParityReport:
             )
 
 
-# ---------------------------------------------------------------------- catalog SQL
-# (belongs in the dialects; here until parity is wired into pre-flight)
-def pg_version_sql() -> str:
-    return "SELECT current_setting('server_version'), current_setting('server_version_num')"
-
-
-def mysql_version_sql() -> str:
-    return "SELECT VERSION()"
-
-
-def pg_settings_sql(names: list[str]) -> tuple[str, tuple]:
-    marks = ", ".join(["%s"] * len(names))
-    return f"SELECT name, current_setting(name) FROM pg_settings WHERE name IN ({marks})", tuple(names)
-
-
-def mysql_settings_sql(names: list[str]) -> tuple[str, tuple]:
-    marks = ", ".join(["%s"] * len(names))
-    return f"SHOW SESSION VARIABLES WHERE Variable_name IN ({marks})", tuple(names)
-
-
-def pg_columns_sql() -> str:
-    """Params ``(schema_or_null, table)``: rows ``(name, type, nullable)`` in order."""
-    return (
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), NOT a.attnotnull"
-        " FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid"
-        " JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = coalesce(%s, current_schema()) AND c.relname = %s"
-        " AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"
-    )
-
-
-def mysql_columns_sql() -> str:
-    """Params ``(schema_or_null, table)``: rows ``(name, type, nullable)`` in order."""
-    return (
-        "SELECT COLUMN_NAME, COLUMN_TYPE, IS_NULLABLE = 'YES' FROM information_schema.COLUMNS"
-        " WHERE TABLE_SCHEMA = coalesce(%s, database()) AND TABLE_NAME = %s ORDER BY ORDINAL_POSITION"
-    )
-
-
-def pg_indexes_sql() -> str:
-    """Params ``(schema_or_null, table)``: rows ``(name, [key columns], unique, where, method, valid)``."""
-    return (
-        "SELECT i.relname,"
-        " array(SELECT pg_get_indexdef(x.indexrelid, k, true) FROM generate_series(1, x.indnkeyatts) k ORDER BY k),"
-        " x.indisunique, pg_get_expr(x.indpred, x.indrelid, true), am.amname, x.indisvalid"
-        " FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid"
-        " JOIN pg_namespace n ON n.oid = t.relnamespace JOIN pg_am am ON am.oid = i.relam"
-        " WHERE n.nspname = coalesce(%s, current_schema()) AND t.relname = %s ORDER BY i.relname"
-    )
-
-
-def mysql_indexes_sql() -> str:
-    """Params ``(schema_or_null, table)``: one row per index column
-    ``(index, seq, column, non_unique, sub_part, index_type)``."""
-    return (
-        "SELECT INDEX_NAME, SEQ_IN_INDEX, COLUMN_NAME, NON_UNIQUE, SUB_PART, INDEX_TYPE"
-        " FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = coalesce(%s, database()) AND TABLE_NAME = %s"
-        " ORDER BY INDEX_NAME, SEQ_IN_INDEX"
-    )
-
-
-def pg_table_exists_sql() -> str:
-    return (
-        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = coalesce(%s, current_schema()) AND c.relname = %s"
-    )
-
-
-def mysql_table_exists_sql() -> str:
-    return (
-        "SELECT count(*) FROM information_schema.TABLES"
-        " WHERE TABLE_SCHEMA = coalesce(%s, database()) AND TABLE_NAME = %s"
-    )
-
-
 # ---------------------------------------------------------------------- snapshot
 @dataclass
 class Snapshot:
@@ -236,19 +140,7 @@ class Snapshot:
     @property
     def series(self) -> str:
         """The release whose difference is fatal: PostgreSQL's major, MySQL/MariaDB's major.minor."""
-        parts = self.version.split(".")
-        return parts[0] if self.engine == "postgres" else ".".join(parts[:2])
-
-
-def _pg_version(text: str, num: str) -> str:
-    n = int(num)
-    return f"{n // 10000}.{n % 10000}" if n >= 100000 else text.split()[0]
-
-
-def _mysql_version(text: str) -> tuple[str, str]:
-    flavour = "MariaDB" if "mariadb" in text.lower() else "MySQL"
-    m = re.match(r"(?:5\.5\.5-)?(\d+\.\d+\.\d+)", text)  # MariaDB 10.x may announce 5.5.5-10.x
-    return flavour, (m.group(1) if m else text)
+        return dialect_for(self.engine).release_series(self.version)
 
 
 def describe_index(columns: list[str], unique: bool, where: str | None, method: str | None,
@@ -264,46 +156,21 @@ def describe_index(columns: list[str], unique: bool, where: str | None, method: 
 
 def snapshot(db: Database, tables: list[str]) -> Snapshot:
     """Read one environment's server, settings and table schemas in a read-only session."""
-    pg = db.dialect.name == "postgres"
+    d = db.dialect
     with db.session() as conn:  # no tag: the server's defaults, as a fresh session sees them
-        db.execute(conn, "SET TRANSACTION READ ONLY" if pg else "START TRANSACTION READ ONLY")
-        if pg:
-            text, num = db.query(conn, pg_version_sql())[0]
-            flavour, version = "PostgreSQL", _pg_version(str(text), str(num))
-            names = list(PG_SETTINGS)
-            sql, params = pg_settings_sql(names)
-            got = {str(k): str(v) for k, v in db.query(conn, sql, params)}
-        else:
-            flavour, version = _mysql_version(str(db.query(conn, mysql_version_sql())[0][0]))
-            names = [*MYSQL_SETTINGS, "tx_isolation"]
-            sql, params = mysql_settings_sql(names)
-            got = {str(k).lower(): str(v) for k, v in db.query(conn, sql, params)}
-            if "transaction_isolation" not in got and "tx_isolation" in got:
-                got["transaction_isolation"] = got["tx_isolation"]
-            names = list(MYSQL_SETTINGS)
-        settings = {n: got.get(n) for n in names}
-        if "sql_mode" in settings and settings["sql_mode"] is not None:
-            settings["sql_mode"] = ",".join(sorted(m for m in settings["sql_mode"].split(",") if m))
+        db.execute(conn, d.read_only_begin_sql())
+        flavour, version = d.parse_version(db.query(conn, d.version_sql())[0])
+        settings = d.parse_settings(db.query(conn, *d.settings_sql()))
         out: dict[str, dict[str, Any] | None] = {}
         for table in tables:
             params = (db.schema, table)
-            if not db.query(conn, pg_table_exists_sql() if pg else mysql_table_exists_sql(), params)[0][0]:
+            if not db.query(conn, d.table_exists_sql(), params)[0][0]:
                 out[table] = None
                 continue
-            columns = [(str(n), str(t), bool(nl))
-                       for n, t, nl in db.query(conn, pg_columns_sql() if pg else mysql_columns_sql(), params)]
-            indexes: dict[str, str] = {}
-            if pg:
-                for name, cols, unique, where, method, valid in db.query(conn, pg_indexes_sql(), params):
-                    indexes[str(name)] = describe_index([str(c) for c in cols], bool(unique), where, method, bool(valid))
-            else:
-                grouped: dict[str, dict[str, Any]] = {}
-                for name, _seq, col, non_unique, sub_part, itype in db.query(conn, mysql_indexes_sql(), params):
-                    g = grouped.setdefault(str(name), {"cols": [], "unique": not int(non_unique), "type": itype})
-                    c = str(col) if col is not None else "(expression)"
-                    g["cols"].append(f"{c}({sub_part})" if sub_part else c)
-                for name, g in grouped.items():
-                    indexes[name] = describe_index(g["cols"], g["unique"], None, g["type"])
+            columns = [(str(n), str(ty), bool(nl)) for n, ty, nl in db.query(conn, d.parity_columns_sql(), params)]
+            indexes = {name: describe_index(cols, unique, where, method, valid)
+                       for name, (cols, unique, where, method, valid)
+                       in d.parse_indexes(db.query(conn, d.indexes_sql(), params)).items()}
             out[table] = {"columns": columns, "indexes": indexes}
         conn.rollback()
     return Snapshot(db.dialect.name, flavour, version, settings, out)
@@ -320,7 +187,7 @@ def diff_snapshots(staging: Snapshot, production: Snapshot) -> list[Difference]:
     if s.version != p.version:
         out.append(Difference("version", "server", f"{s.flavour} {s.version}", f"{p.flavour} {p.version}",
                               FATAL if s.series != p.series else WARN))
-    severities = PG_SETTINGS if s.engine == "postgres" else MYSQL_SETTINGS
+    severities = dialect_for(s.engine).parity_settings
     for name, severity in severities.items():
         if s.settings.get(name) != p.settings.get(name):
             out.append(Difference("setting", name, s.settings.get(name), p.settings.get(name), severity))
