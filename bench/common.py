@@ -35,10 +35,8 @@ for _p in (ROOT / "include", ROOT / "scripts", ROOT / "bench"):
 
 import localdb  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
-from zdt_backfill.copy.chunker import Partition  # noqa: E402
-from zdt_backfill.copy.copier import PartitionCopier  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
-from zdt_backfill.lifecycle.preflight import run_preflight  # noqa: E402
+from zdt_backfill.lifecycle import Runner  # noqa: E402
 from zdt_backfill.signals.throttler import StopRequestedError  # noqa: E402
 
 
@@ -161,7 +159,7 @@ def engine_copy(db: Database, cfg: RunConfig, probes: list | None = None, deadli
     ``deadline`` (time.monotonic) stops the copy through live control once passed.
     :returns: an :class:`EngineRun`; ``keys`` are the keys the batches scanned (from each chunk).
     """
-    plan = run_preflight(cfg, db, probes or [])
+    plan = Runner(cfg, db, owner="bench", probes=probes).preflight()
     batches: list[float] = []
     scanned = [0]
     written = [0]
@@ -180,15 +178,16 @@ def engine_copy(db: Database, cfg: RunConfig, probes: list | None = None, deadli
 
     def one(p: dict) -> None:
         try:
-            PartitionCopier(cfg, db, Partition.from_dict(p), plan.key_index, probes=probes or [], on_batch=on_batch,
-                            planned=len(plan.partitions), control=control).run()
+            # one Runner per thread, as each mapped task builds its own
+            Runner(cfg, db, owner=f"bench p{p['index']}", probes=probes, control=control,
+                   on_batch=on_batch).copy_partition(p)
         except StopRequestedError:
             stopped[0] = True
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             errors.append(exc)
 
     t = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(p,)) for p in plan.partitions]
+    threads = [threading.Thread(target=one, args=(p,)) for p in plan["partitions"]]
     for th in threads:
         th.start()
     for th in threads:
@@ -196,7 +195,7 @@ def engine_copy(db: Database, cfg: RunConfig, probes: list | None = None, deadli
     seconds = time.perf_counter() - t
     if errors:
         raise errors[0]
-    return EngineRun(seconds, scanned[0], len(plan.partitions), batches, written[0], stopped[0])
+    return EngineRun(seconds, scanned[0], len(plan["partitions"]), batches, written[0], stopped[0])
 
 
 def _chunk_keys(chunk: Any) -> int:

@@ -45,8 +45,8 @@ import common  # noqa: E402
 
 import localdb  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
-from zdt_backfill.copy.chunker import Partition  # noqa: E402
-from zdt_backfill.copy.copier import PartitionCopier  # noqa: E402
+from zdt_backfill.copying.chunker import Partition  # noqa: E402
+from zdt_backfill.copying.copier import PartitionCopier  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
 from zdt_backfill.lifecycle.preflight import run_preflight  # noqa: E402
 

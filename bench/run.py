@@ -44,7 +44,7 @@ sys.path[:0] = [str(ROOT / "include"), str(ROOT / "scripts")]
 
 import localdb  # noqa: E402
 from zdt_backfill.config import RunConfig  # noqa: E402
-from zdt_backfill.copy.chunker import Partition  # noqa: E402
+from zdt_backfill.copying.chunker import Partition  # noqa: E402
 from zdt_backfill.db import Database  # noqa: E402
 from zdt_backfill.verify.checksum import validate  # noqa: E402
 

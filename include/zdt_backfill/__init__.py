@@ -12,7 +12,7 @@ says what each owns and how a batch travels through them):
 - :mod:`.dialects`    every engine difference: SQL, errors, EXPLAIN reading, introspection
 - :mod:`.state`       the run's state machine and lease (``runstate``), checkpoints
 - :mod:`.signals`     replica lag, heartbeat, load, critical load, error-rate signals, the throttler
-- :mod:`.copy`        keyset chunker, the batch loop of a partition, repair, progress lines
+- :mod:`.copying`        keyset chunker, the batch loop of a partition, repair, progress lines
 - :mod:`.verify`      checksums, the seed's checklist, environment parity
 - :mod:`.routing`     the routing flags and the 1 % read ramp
 - :mod:`.lifecycle`   pre-flight, dual-write, decision, contract, rollback, dry run: the steps

@@ -6,6 +6,7 @@
     zdt-backfill plan --url postgresql://user:pw@host:5432/db --conf conf.json [--schema S] [--json]
     zdt-backfill dry-run --url URL --conf conf.json [--output explain_plan.json]
     zdt-backfill parity --staging-url URL --production-url URL --table T [--table T2] [--json]
+    zdt-backfill run --url URL --conf conf.json [--replica-url URL ...] [--flag-store-url URL] [--reports-dir DIR]
     python -m zdt_backfill plan ...
 
 ``plan`` runs pre-flight's read-only checks (:func:`zdt_backfill.lifecycle.preflight.inspect`) in one
@@ -161,6 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
     par.add_argument("--json", action="store_true", help="print the report as one JSON document")
     par.add_argument("-v", "--verbose", action="store_true", help="log the engine's steps to standard error")
     par.set_defaults(func=cmd_parity)
+    run = sub.add_parser(
+        "run",
+        help="the whole lifecycle without Airflow: pre-flight, dual-write, copy, catch-up, validation, "
+        "repair, decision, contract or rollback, report",
+        description="Walk the whole backfill lifecycle in this process (the engine's Runner.run): the same "
+        "steps, checks, throttles and state table as the DAG, partitions one after the other. No human "
+        "answers here: a decision that needs one is answered 'hold' (the run halts, nothing destroyed), so "
+        "contract or rollback happen only with approval 'auto'. Routing flags go to the table "
+        "zdt_routing_flags (flag_store 'table') or --flag-store-url (flag_store 'http').",
+        epilog="exit codes: 0 contracted, 1 anything else (rolled back, held, halted, failed; the report "
+        "says why), 2 bad arguments or an invalid conf",
+    )
+    run.add_argument("--url", default=os.environ.get(URL_ENV), help=f"the primary (default: ${URL_ENV})")
+    run.add_argument("--conf", required=True,
+                     help="the DAG run's conf: a JSON file, '-' for standard input, or an inline JSON object")
+    run.add_argument("--replica-url", action="append", default=[],
+                     help="a replica whose lag gates the copy (repeatable; replaces the conf's replica_conn_ids)")
+    run.add_argument("--schema", help="PostgreSQL schema / MySQL database of the tables (overrides the conf's)")
+    run.add_argument("--run-id", default=None, help="the run's id (default: cli-<UTC timestamp>)")
+    run.add_argument("--reports-dir", default="backfill_reports", help="where the local copy of the report goes")
+    run.add_argument("--json", action="store_true", help="print the report as one JSON document")
+    run.add_argument("-v", "--verbose", action="store_true", help="log the engine's steps to standard error")
+    run.set_defaults(func=cmd_run)
     return parser
 
 
@@ -328,6 +352,54 @@ def print_plan(config: Any, plan: Any, where: str) -> None:
     print(f"partitions: {len(plan.partitions)}")
     for p in plan.partitions:
         print(f"  p{p['index']}  [{p['lo']}..{p['hi']}]  {p['hi'] - p['lo'] + 1:,} keys")
+
+
+# ---------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from .config import RunConfig
+    from .lifecycle import Runner
+    from .routing.flags import flag_store_from_config
+    from .signals.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
+
+    if not args.url:
+        raise UsageError(f"--url is required (or set ${URL_ENV})")
+    params = read_conf(args.conf)
+    params.setdefault("conn_id", "cli")  # names an Airflow connection; --url replaces it here
+    params["replica_conn_ids"] = [mask_url(u) for u in args.replica_url]  # names, for the report
+    if args.schema is not None:
+        params["schema"] = args.schema
+    if params.get("flag_store") == "variable":
+        raise UsageError("flag_store 'variable' is an Airflow Variable: use 'table' or 'http' outside Airflow")
+    run_id = args.run_id or time.strftime("cli-%Y%m%dT%H%M%SZ", time.gmtime())
+    config = RunConfig.from_params(params, run_id=run_id)
+    db = database(args.url, "--url", schema=config.schema)
+    replicas = [database(u, "--replica-url", schema=config.schema, timeout_s=PROBE_TIMEOUT_SECONDS)
+                for u in args.replica_url]
+    runner = Runner(config, db, owner="zdt-backfill run",
+                    flag_store=flag_store_from_config(config.flag_store, db, config.flag_store_url),
+                    replica=replicas[0] if replicas else None)
+    runner.probes = [ReplicaLagProbe(r, runner.heartbeat_name) for r in replicas]
+    try:
+        out = runner.run(Path(args.reports_dir))
+    finally:
+        for probe in runner.probes:
+            probe.close()
+    if out.get("dry_run") is not None:
+        print(json.dumps(out["dry_run"], default=str, indent=2))
+        return 0
+    if out.get("report") is None:
+        print(f"zdt-backfill run: {out.get('error') or out['ending']['reason']} (nothing was written)", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(out["report"], default=str, indent=2))
+    else:
+        print(out["summary"])
+        print(f"report: {out['where']}; local copy: {out['dir']}")
+    if out.get("error"):
+        print(f"zdt-backfill run: stopped: {out['error']}", file=sys.stderr)
+    return 0 if out["ending"]["success"] else 1
 
 
 # ---------------------------------------------------------------------- helpers

@@ -18,7 +18,7 @@ from .errors import ConfigError
 from .identifiers import validate_expression, validate_identifier
 
 if TYPE_CHECKING:
-    from .copy.chunker import BatchSizer
+    from .copying.chunker import BatchSizer
 
 MODES = ("copy", "fill")
 DUAL_WRITE_MODES = ("check", "assumed")
@@ -384,10 +384,10 @@ class RunConfig:
         return self.max_rows_per_second / max(1, planned or self.partitions)
 
     def batch_sizer(self) -> BatchSizer:
-        """A fresh :class:`~zdt_backfill.copy.chunker.BatchSizer` of this run's copy batches (``batch_size``,
+        """A fresh :class:`~zdt_backfill.copying.chunker.BatchSizer` of this run's copy batches (``batch_size``,
         ``target_batch_seconds``, ``min_batch_size``, ``max_batch_size``): the one the copier
         adapts, and what the dry run and :meth:`describe` show as the first batch size (rows)."""
-        from .copy.chunker import BatchSizer
+        from .copying.chunker import BatchSizer
 
         return BatchSizer(self.batch_size, self.target_batch_seconds, self.min_batch_size, self.max_batch_size)
 

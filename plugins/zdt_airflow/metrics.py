@@ -54,7 +54,7 @@ def batch(table: str, partition: str, rows: int, seconds: float) -> None:
 
 
 def partition_attempt(table: str, partition: str, result: dict[str, Any]) -> None:
-    """A partition attempt's end (:class:`~zdt_backfill.copy.copier.PartitionResult` as a dict)."""
+    """A partition attempt's end (:class:`~zdt_backfill.copying.copier.PartitionResult` as a dict)."""
     s, tags = _stats(), {"table": table, "partition": partition}
     for reason, seconds in sorted((result.get("throttled_seconds") or {}).items()):
         _safe(s.incr, f"throttled_seconds.{s.normalize_name_for_stats(str(reason))}", float(seconds), tags=tags)

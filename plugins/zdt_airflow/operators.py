@@ -1,13 +1,14 @@
 """Operators of the zero-downtime backfill DAG.
 
 Each operator is thin, in the manner of Airflow's providers: it reads the run's
-:class:`~zdt_backfill.config.RunConfig` from ``context["params"]``, opens the database
-through :class:`~zdt_airflow.hooks.BackfillHook`, calls one function of
-:mod:`zdt_backfill.lifecycle`, logs what happened and returns a JSON-ready dict (its
-XCom). Every decision and precondition is read by the engine from the run-state table,
-never from an XCom. Engine errors that a retry cannot fix (bad input, failed pre-flight,
-a concurrent run, a refused transition) become ``AirflowFailException``; every failure is
-recorded in the run-state table first.
+:class:`~zdt_backfill.config.RunConfig` from ``context["params"]``, builds the run's
+:class:`~zdt_backfill.lifecycle.Runner` over the database of :class:`~zdt_airflow.hooks.BackfillHook`,
+calls one Runner method, logs what happened and returns a JSON-ready dict (its XCom). Every
+decision and precondition is read by the engine from the run-state table, never from an XCom.
+Engine errors that a retry cannot fix (bad input, failed pre-flight, a concurrent run, a refused
+step) become ``AirflowFailException``; every failure is recorded in the run-state table first.
+Whether a task renews the run's lease while it works is the steps table's
+(:data:`zdt_backfill.state.runstate.STEPS`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -30,10 +30,12 @@ from zdt_airflow.flagstores import flag_store_for
 from zdt_airflow.hooks import BackfillHook
 from zdt_backfill import lifecycle, report
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Chunk, Partition
+from zdt_backfill.copying.chunker import Chunk, Partition
 from zdt_backfill.db import Database
 from zdt_backfill.errors import PermanentError
+from zdt_backfill.lifecycle import Runner
 from zdt_backfill.signals.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
+from zdt_backfill.state.runstate import STEPS
 
 #: Task ids inside the DAG (group-prefixed).
 PREFLIGHT_TASK = "preflight.check"
@@ -62,6 +64,33 @@ def config_and_db(context: Context) -> tuple[RunConfig, Database]:
     return config, BackfillHook(config.conn_id, config.schema).get_database()
 
 
+def runner_for(context: Context) -> Runner:
+    """The run's :class:`~zdt_backfill.lifecycle.Runner` for this task: its config and database, the
+    routing flag store, and the Airflow Variable's live control (no replica probes: see
+    :func:`probes`)."""
+    config, db = config_and_db(context)
+    return Runner(config, db, owner=owner_of(context),
+                  flag_store=flag_store_for(config.flag_store, db, config.flag_store_url),
+                  control=variable_control(config.target_table))
+
+
+@contextlib.contextmanager
+def probes(runner: Runner, heartbeat: bool = True) -> Iterator[list[ReplicaLagProbe]]:
+    """Lag probes of the run's replicas, with connect and read timeouts, reading the run's heartbeat
+    row (``heartbeat``; pre-flight has none yet), set on ``runner`` and closed when the block ends."""
+    c = runner.config
+    name = runner.heartbeat_name if heartbeat else None
+    found = [ReplicaLagProbe(BackfillHook(conn_id, c.schema).get_probe_database(PROBE_TIMEOUT_SECONDS), name)
+             for conn_id in c.replica_conn_ids]
+    runner.probes = list(found)
+    try:
+        yield found
+    finally:
+        runner.probes = []
+        for p in found:
+            p.close()
+
+
 def responder(event: dict[str, Any]) -> str | None:
     """Who answered a human-in-the-loop request; ``None`` when it timed out (nothing chosen by a human)."""
     if "error" in event or event.get("timedout"):
@@ -77,37 +106,25 @@ def owner_of(context: Context) -> str:
 
 
 class BackfillOperator(BaseOperator):
-    """Base: builds the run config, the database and the replica probes from context; records failures."""
+    """Base: builds the run's Runner from context, keeps the lease as the steps table says for
+    :attr:`step`, and records failures."""
 
     ui_color = "#e8f4ea"
-    #: Renew the run's lease while this task works (every task after pre-flight that acts on the run).
-    keeps_lease = True
+    #: The step of :data:`~zdt_backfill.state.runstate.STEPS` this task does (its lease rule).
+    run_step = "copy"
 
     @fail_permanent
     def execute(self, context: Context) -> Any:
-        config, db = config_and_db(context)
+        runner = runner_for(context)
         try:
-            with lifecycle.lease_kept(config, db, owner_of(context), self.keeps_lease):
-                return self.run(config, db, context)
+            with runner.lease_kept(STEPS[self.run_step].keeps_lease):
+                return self.run(runner, context)
         except Exception as exc:
-            lifecycle.record_failure(config, db, owner_of(context), exc)
+            runner.record_failure(exc)
             raise
 
-    def run(self, config: RunConfig, db: Database, context: Context) -> Any:
+    def run(self, runner: Runner, context: Context) -> Any:
         raise NotImplementedError
-
-    @staticmethod
-    @contextlib.contextmanager
-    def probes(config: RunConfig, heartbeat: str | None = None) -> Iterator[list[ReplicaLagProbe]]:
-        """Lag probes of the run's replicas (heartbeat row ``heartbeat``, with connect and read
-        timeouts), closed when the block ends."""
-        probes = [ReplicaLagProbe(BackfillHook(c, config.schema).get_probe_database(PROBE_TIMEOUT_SECONDS), heartbeat)
-                  for c in config.replica_conn_ids]
-        try:
-            yield probes
-        finally:
-            for p in probes:
-                p.close()
 
 
 class PreflightOperator(BackfillOperator):
@@ -116,22 +133,26 @@ class PreflightOperator(BackfillOperator):
     Returns the partition list (the return value is what dynamic task mapping expands
     over) and pushes the whole plan under the XCom key ``plan`` for display."""
 
-    keeps_lease = False  # it takes the lease
+    run_step = "preflight"
 
-    def run(self, config, db, context):
+    def run(self, runner, context):
+        import time
+
+        config = runner.config
         self.log.info("config: %s", config.describe())
         if config.dry_run:
             import json
 
             from airflow.sdk.exceptions import AirflowSkipException
 
-            out = lifecycle.dry_run(config, db)
+            out = runner.dry_run()
             context["ti"].xcom_push(key="dry_run", value=out)
             self.log.info("dry run (nothing written):\n%s", json.dumps(out, indent=2, default=str))
             raise AirflowSkipException("dry run: the plan is in this log and in XCom 'dry_run'; nothing was written")
-        parity_db = BackfillHook(config.parity_conn_id, config.schema).get_database() if config.parity_conn_id else None
-        with self.probes(config) as probes:
-            plan = lifecycle.run_preflight(config, db, probes, owner_of(context), parity_db=parity_db)
+        if config.parity_conn_id:
+            runner.parity_db = BackfillHook(config.parity_conn_id, config.schema).get_database()
+        with probes(runner, heartbeat=False):
+            plan = runner.preflight()
         self.log.info(
             "plan: keys %s..%s (~%s rows) in %d partition(s) of batches of %d rows, key index %s; lock: %s",
             plan["min_key"], plan["max_key"], plan["rows_estimate"], len(plan["partitions"]), config.batch_size,
@@ -144,8 +165,10 @@ class PreflightOperator(BackfillOperator):
 class DualWriteOperator(BackfillOperator):
     """Confirms the application writes both schemas (or records ``assumed``)."""
 
-    def run(self, config, db, context):
-        result = lifecycle.confirm_dual_write(config, db, owner_of(context))
+    run_step = "dual_write"
+
+    def run(self, runner, context):
+        result = runner.confirm_dual_write()
         self.log.info("dual-write: %s", result["detail"])
         return result
 
@@ -158,50 +181,59 @@ class PartitionBackfillOperator(BackfillOperator):
     """
 
     template_fields = ("partition",)
+    run_step = "copy"
 
     def __init__(self, *, partition: dict[str, Any], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.partition = partition
 
-    def run(self, config, db, context):
+    def run(self, runner, context):
+        table = runner.config.target_table
         part = Partition.from_dict(self.partition)
         context["partition_label"] = part.label  # for map_index_template
 
         def on_batch(progress, chunk: Chunk, rows: int, seconds: float) -> None:
             # the batch line, the run's progress and the summary in words are the engine's log lines
-            metrics.batch(config.target_table, f"p{part.index}", rows, seconds)
+            metrics.batch(table, f"p{part.index}", rows, seconds)
 
-        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
-            result = lifecycle.copy_partition(config, db, self.partition, probes, owner_of(context), on_batch,
-                                              control=variable_control(config.target_table))
-        metrics.partition_attempt(config.target_table, f"p{part.index}", result)
+        runner.on_batch = on_batch
+        with probes(runner):
+            result = runner.copy_partition(self.partition)
+        metrics.partition_attempt(table, f"p{part.index}", result)
         return result
 
 
 class ValidateOperator(BackfillOperator):
     """Row counts and per-range checksums of source projection vs target; recorded in the state table."""
 
-    def run(self, config, db, context):
-        replica = (BackfillHook(config.replica_conn_ids[0], config.schema).get_database()
-                   if config.validation_source == "replica" else None)
-        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
-            return lifecycle.validate(config, db, owner_of(context), probes, replica)
+    run_step = "validate"
+
+    def run(self, runner, context):
+        c = runner.config
+        if c.validation_source == "replica":
+            runner.replica = BackfillHook(c.replica_conn_ids[0], c.schema).get_database()
+        with probes(runner):
+            return runner.validate()
 
 
 class RepairOperator(BackfillOperator):
     """Repairs the keys validation named, then re-validates the affected ranges."""
 
-    def run(self, config, db, context):
-        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
-            return lifecycle.repair_and_revalidate(config, db, probes, owner_of(context))
+    run_step = "repair"
+
+    def run(self, runner, context):
+        with probes(runner):
+            return runner.repair()
 
 
 class DecideOperator(BackfillOperator):
     """Holds for healthy replicas, then decides forward / rollback / hold (see :mod:`zdt_backfill.lifecycle.decision`)."""
 
-    def run(self, config, db, context):
-        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
-            out = lifecycle.decide(config, db, probes, owner_of(context))
+    run_step = "decide"
+
+    def run(self, runner, context):
+        with probes(runner):
+            out = runner.decide()
         d = out["decision"]
         self.log.info("decision: %s (%s); next: %s\n%s", d.get("branch"), "; ".join(d.get("reasons") or []) or
                       "no reason given", out["next"], out["body"])
@@ -232,11 +264,12 @@ class ApprovalBranchOperator(HITLBranchOperator):
 
     @fail_permanent
     def execute(self, context: Context) -> Any:
-        config, db = config_and_db(context)
-        pending = lifecycle.pending_decision(config, db)
+        runner = runner_for(context)
+        config = runner.config
+        pending = runner.pending_decision()
         if pending["state"] != "awaiting_approval":
             branch = {"contract": CONTRACT_FIRST, "rollback": ROLLBACK_FIRST}.get(pending["next"], HOLD_TASK)
-            lifecycle.record_approval(config, db, pending["next"], "auto", owner_of(context))
+            runner.record_approval(pending["next"], "auto")
             self.log.info("approval: auto (%s): %s", pending["decision"], branch)
             return self.do_branch(context, branch)
         self.response_timeout = timedelta(minutes=config.approval_timeout_minutes)
@@ -246,12 +279,12 @@ class ApprovalBranchOperator(HITLBranchOperator):
 
     @fail_permanent
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        config, db = config_and_db(context)
+        runner = runner_for(context)
         user = responder(event)
         if user is None:  # a timeout: hold, nothing destroyed
             event, user = {**event, "chosen_options": [lifecycle.HOLD_OPTION]}, "timeout"
         option = event["chosen_options"][0]
-        lifecycle.record_approval(config, db, option, user, owner_of(context))
+        runner.record_approval(option, user)
         self.log.info("approval: %s by %s", option, user)
         return self.do_branch(context, self.options_mapping[option])
 
@@ -268,22 +301,22 @@ class DropApprovalOperator(ApprovalOperator):
 
     @fail_permanent
     def execute(self, context: Context) -> Any:
-        config, db = config_and_db(context)
+        runner = runner_for(context)
+        config = runner.config
         if config.approval == "auto" or config.legacy_action == "keep":
             self.log.info("legacy_action=%s, approval=%s: no human needed", config.legacy_action, config.approval)
             return {"chosen_options": [self.APPROVE], "auto": True}
-        self.body = lifecycle.drop_approval_body(config, db)
+        self.body = runner.drop_approval_body()
         self.response_timeout = timedelta(minutes=config.approval_timeout_minutes)
-        lifecycle.renew_lease_for_wait(config, db, config.approval_timeout_minutes * 60, owner_of(context))
+        runner.renew_lease_for_wait(config.approval_timeout_minutes * 60)
         return super().execute(context)
 
     @fail_permanent
     def execute_complete(self, context: Context, event: dict[str, Any]) -> Any:
-        config, db = config_and_db(context)
         user = responder(event)
         option = "approve" if user is not None and event["chosen_options"][0] == self.APPROVE else "reject"
         user = user or "timeout"
-        lifecycle.record_approval(config, db, option, user, owner_of(context), what="drop")
+        runner_for(context).record_approval(option, user, what="drop")
         return {"chosen_options": [self.APPROVE if option == "approve" else self.REJECT], "user": user}
 
 
@@ -303,8 +336,7 @@ class SoakSensor(BaseSensorOperator):
         if config.legacy_action == "keep":
             self.log.info("legacy_action is keep: nothing waits for the soak")
             return {"soaked": False}
-        db = BackfillHook(config.conn_id, config.schema).get_database()
-        left = lifecycle.soak_remaining(config, db)
+        left = runner_for(context).soak_remaining()
         if left is None:
             raise AirflowFailException("the writes were never flipped to the new schema: nothing to soak")
         if left <= 0:
@@ -320,6 +352,7 @@ class StepOperator(BackfillOperator):
     """Runs one named step of a phase; subclasses list their step names in ``STEPS``."""
 
     STEPS: tuple[str, ...] = ()
+    run_step = "rollback"
 
     def __init__(self, *, step: str, **kwargs: Any) -> None:
         if step not in self.STEPS:
@@ -331,23 +364,22 @@ class StepOperator(BackfillOperator):
 class ContractOperator(StepOperator):
     """One contract step: ``flip_routing``, ``legacy_action``, ``reclaim_storage``, ``finish``."""
 
-    STEPS = ("flip_routing", "legacy_action", "reclaim_storage", "finish")
+    STEPS = lifecycle.CONTRACT_STEPS
+    run_step = "flip_routing"
 
-    def run(self, config, db, context):
-        store = flag_store_for(config.flag_store, db, config.flag_store_url)
-        return lifecycle.contract_step(self.step, config, db, store, owner_of(context))
+    def run(self, runner, context):
+        return runner.contract_step(self.step)
 
 
 class RollbackOperator(StepOperator):
     """One rollback step: ``stop``, ``flip_routing`` (back to legacy), ``empty_target``,
     ``restore_sequences``, ``clear_caches``, ``finish``."""
 
-    STEPS = ("stop", "flip_routing", "empty_target", "restore_sequences", "clear_caches", "finish")
+    STEPS = lifecycle.ROLLBACK_STEPS
 
-    def run(self, config, db, context):
-        store = flag_store_for(config.flag_store, db, config.flag_store_url)
-        with self.probes(config, lifecycle.heartbeat_name(config, db)) as probes:
-            return lifecycle.rollback_step(self.step, config, db, store, probes, owner_of(context))
+    def run(self, runner, context):
+        with probes(runner):
+            return runner.rollback_step(self.step)
 
 
 class DiagnoseOperator(BackfillOperator):
@@ -355,13 +387,14 @@ class DiagnoseOperator(BackfillOperator):
     contention, connections, the backfill's own sessions), logged for the operator. Read-only,
     and it never fails the run: a diagnostic that cannot run says so in its finding."""
 
-    keeps_lease = False
+    run_step = "diagnose"
 
-    def run(self, config, db, context):
+    def run(self, runner, context):
+        config = runner.config
         try:
             replicas = [BackfillHook(c, config.schema).get_probe_database(PROBE_TIMEOUT_SECONDS)
                         for c in config.replica_conn_ids]
-            findings = lifecycle.diagnose_run(db, replicas)
+            findings = runner.diagnose(replicas)
         except Exception as exc:
             self.log.warning("diagnose could not run: %s", exc)
             return {"error": str(exc)}
@@ -393,42 +426,38 @@ class ReportOperator(BackfillOperator):
         self.reports_dir = reports_dir
         self.post_report = post_report
 
+    run_step = "report"
+
     @fail_permanent
     def execute(self, context: Context) -> Any:  # no failure event: this task *reports* the ending
-        return self.run(*config_and_db(context), context)
+        return self.run(runner_for(context), context)
 
-    def run(self, config, db, context):
+    def run(self, runner, context):
         from zdt_airflow import notes
 
-        ending = lifecycle.finish_run(config, db, owner_of(context))
-        if not ending.get("held"):
-            raise AirflowFailException(f"no report: {ending['reason']}")
-        r = report.from_state(config, db, ending)
-        post_error: Exception | None = None
-        if self.post_report is not None:
-            try:
-                self.post_report(config, db, r)
-            except Exception as exc:  # stored with the report, then fails the task below
-                post_error = exc
-        where = report.store(db, r)
-        metrics.run_report(config.target_table, r)
+        config = runner.config
         reports_dir = Path(self.reports_dir or os.path.join(os.environ.get("AIRFLOW_HOME", "."), "backfill_reports"))
-        out = report.write(r, reports_dir)
-        line = report.summary(r)
+        out = runner.report(reports_dir, self.post_report)
+        ending, r = out["ending"], out["report"]
+        if r is None:
+            raise AirflowFailException(f"no report: {ending['reason']}")
+        where, line = out["where"], out["summary"]
+        metrics.run_report(config.target_table, r)
         self.log.info("%s", line)
         self.log.info("report stored in the target database (connection %s): %s; local copy on this worker: %s",
-                      config.conn_id, where, out)
+                      config.conn_id, where, out["dir"])
         self.log.info("the report as HTML with its charts (rows/s per partition, replica lag with the gate, "
-                      "throttled periods shaded): column report_html of %s, and %s", where, out / "report.html")
+                      "throttled periods shaded): column report_html of %s, and %s", where, out["dir"] / "report.html")
         self.log.info("report:\n%s", report.to_markdown(r))
         dag_run = context.get("dag_run")
         note = f"{line}\nReport: {where} on connection {config.conn_id}."
         outcome = notes.set_dag_run_note(getattr(dag_run, "dag_id", None) or context["dag"].dag_id,
                                          context["run_id"], note, notes.api_settings())
         self.log.info("DAG run note %s", outcome)
+        post_error = out["post_error"]
         if post_error is not None:
             raise AirflowFailException(f"after the report: {type(post_error).__name__}: {post_error} (report: {where})")
         if not ending["success"]:
             raise AirflowFailException(f"the run ended {ending['state']}: {ending['reason']} (report: {where})")
-        return {"report_dir": str(out), "report": where, "state": ending["state"],
+        return {"report_dir": str(out["dir"]), "report": where, "state": ending["state"],
                 "rows_per_second": r["rows_per_second"]}

@@ -6,7 +6,8 @@ puts staging back as it found it and compares itself with the previous rehearsal
 - Defaults: the staging profile, ``approval: auto``, ``dual_write: assumed`` (no application
   writes staging), ``legacy_action: keep``, connections ``backfill_staging`` and
   ``backfill_staging_replica``; a triggered run's conf overrides any of them.
-- At the end (the report task, a teardown that runs whatever happened) :func:`restore_staging`
+- At the end (the report task, a teardown that runs whatever happened) the engine's
+  :func:`zdt_backfill.lifecycle.rollback.restore_staging`
   flips both routing flags back to legacy, truncates the rehearsal's own target table, restores
   its sequences / AUTO_INCREMENT to the values recorded at pre-flight, and forgets the run's
   checkpoints, so the next rehearsal starts from the same state. It touches nothing unless this
@@ -25,9 +26,7 @@ from typing import Any
 from zdt_backfill import report
 from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
-from zdt_backfill.lifecycle import contract, rollback
-from zdt_backfill.state.checkpoint import CheckpointStore
-from zdt_backfill.state.runstate import RunHandle
+from zdt_backfill.lifecycle import Runner
 
 log = logging.getLogger(__name__)
 
@@ -74,38 +73,6 @@ def regression_pct() -> float:
         return DEFAULT_REGRESSION_PCT
 
 
-def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, Any]:
-    """Put staging back as it was before the rehearsal (see the module doc); each step is logged
-    and recorded as a destructive step before it runs. Safe to run twice.
-
-    :param store: the run's routing flag store.
-    :returns: ``{"summary", "steps"}``; ``{"skipped": why}`` when this run never held the lock.
-    :raises ValueError: fill mode (a rehearsal restores a copy target only).
-    """
-    if config.mode != "copy" or config.target_table == config.source_table:
-        raise ValueError("a staging rehearsal restores a copy target only (mode copy)")
-    handle = RunHandle(db, config, "rehearsal.restore")
-    row = handle.row()
-    if row is None or row.run_id != config.run_id:
-        return {"summary": "nothing to restore: this rehearsal never held the table's lock", "steps": []}
-    steps: list[str] = []
-    contract.flip_back(config, handle, store)
-    steps.append(f"flags {config.routing_flag} and {config.write_flag} -> legacy")
-    sql = db.dialect.truncate_sql(config.target_table, db.schema)
-    handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)")
-    db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds)
-    steps.append(sql)
-    steps += rollback.restore_sequences(config, db, handle, checked=False)
-    with db.session() as conn:
-        CheckpointStore(db).forget(conn, config.run_id)
-        conn.commit()
-    steps.append("checkpoints forgotten")
-    if config.legacy_action != "keep":
-        steps.append(f"WARNING: legacy_action {config.legacy_action} is not undone by the restore")
-    handle.record("rehearsal_restore", "staging restored", {"steps": steps})
-    return {"summary": "; ".join(steps), "steps": steps}
-
-
 def post_report(config: RunConfig, db: Database, r: dict[str, Any]) -> None:
     """The rehearsal's additions to its report: restore staging, then compare with earlier rehearsals.
 
@@ -117,7 +84,8 @@ def post_report(config: RunConfig, db: Database, r: dict[str, Any]) -> None:
     r["rehearsal"] = {}
     error: Exception | None = None
     try:
-        r["rehearsal"]["restore"] = restore_staging(config, db, flag_store_for(config.flag_store, db, config.flag_store_url))
+        store = flag_store_for(config.flag_store, db, config.flag_store_url)
+        r["rehearsal"]["restore"] = Runner(config, db, owner="rehearsal.restore", flag_store=store).restore_staging()
     except Exception as exc:
         error = exc
         r["rehearsal"]["restore"] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -54,14 +54,14 @@ class ReplicaLagSensor(BaseSensorOperator):
 
             raise AirflowSkipException("dry run")
         from zdt_airflow.hooks import BackfillHook
-        from zdt_backfill import lifecycle
+        from zdt_backfill.lifecycle import Runner
 
-        db = BackfillHook(c.conn_id, c.schema).get_database()
+        runner = Runner(c, BackfillHook(c.conn_id, c.schema).get_database(), owner=context["ti"].task_id)
         try:
-            lifecycle.start_catchup(c, db, context["ti"].task_id)
+            runner.start_catchup()
         except PermanentError as exc:
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
-        self._heartbeat = lifecycle.heartbeat_name(c, db)
+        self._heartbeat = runner.heartbeat_name
         if not c.replica_conn_ids:
             self.log.info("no replicas configured: nothing to wait for")
             return {"readings": {}}

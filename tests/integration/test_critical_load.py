@@ -17,8 +17,8 @@ import pytest
 
 from conftest import projection_diff, seed_users, users_conf
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Partition
-from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.copying.copier import PartitionCopier
 from zdt_backfill.lifecycle.preflight import run_preflight
 from zdt_backfill.signals.critical import CriticalLoadError
 from zdt_backfill.state.runstate import RunHandle

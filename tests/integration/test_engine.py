@@ -9,13 +9,12 @@ import pytest
 
 import localdb
 from conftest import USERS_COLUMNS, missing, projection_diff, seed_users, source_fingerprint, users_conf
-from zdt_backfill import lifecycle
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Partition
-from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.copying.copier import PartitionCopier
 from zdt_backfill.db import Database
 from zdt_backfill.errors import BatchError, CheckpointConflictError, ConcurrentRunError, PreflightError
-from zdt_backfill.lifecycle import rollback
+from zdt_backfill.lifecycle import Runner, rollback
 from zdt_backfill.lifecycle.preflight import run_preflight
 from zdt_backfill.signals.lag import ReplicaStatusProbe
 from zdt_backfill.state.checkpoint import CheckpointStore
@@ -130,8 +129,8 @@ def test_fill_mode_fills_only_rows_still_null(env):
     v = checksum.validate(config, env.db, [Partition.from_dict(p) for p in plan.partitions])
     assert v.different == 2 and v.missing == 0 and v.extra == 0
     handle = RunHandle(env.db, config)
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
     rollback.stop(config, env.db, handle, "test")
     out = rollback.empty_target(config, env.db, handle)
     # through the copy's batch loop: keyset batches of batch_size, checkpointed under its own key
@@ -272,13 +271,13 @@ def test_rollback_truncates_the_target_restores_sequences_and_is_safe_twice(env)
     before = source_fingerprint(env)
     assert env.scalar("SELECT count(*) FROM users_new") == 500
     handle = RunHandle(env.db, config)
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
     for _ in range(2):  # rollback twice is safe: the second pass is a no-op
         for step in ("stop", "flip_routing", "empty_target", "restore_sequences", "clear_caches", "finish"):
             from zdt_backfill.routing.flags import TableFlagStore
 
-            lifecycle.rollback_step(step, config, env.db, TableFlagStore(env.db), [], "test")
+            Runner(config, env.db, owner="test", flag_store=TableFlagStore(env.db)).rollback_step(step)
         assert env.scalar("SELECT count(*) FROM users_new") == 0
         assert source_fingerprint(env) == before
         assert env.scalar("SELECT value FROM zdt_routing_flags WHERE flag = 'users_new_read_path'") == "legacy"

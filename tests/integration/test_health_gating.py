@@ -12,8 +12,8 @@ import pytest
 import localdb
 from conftest import projection_diff, seed_users, users_conf
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Partition
-from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.copying.copier import PartitionCopier
 from zdt_backfill.db import Database
 from zdt_backfill.errors import BatchError
 from zdt_backfill.lifecycle.preflight import run_preflight

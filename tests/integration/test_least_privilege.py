@@ -23,9 +23,9 @@ import pytest
 
 import localdb
 from conftest import USERS_COLUMNS, projection_diff, seed_users, source_fingerprint, users_conf
-from zdt_backfill import lifecycle
 from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
+from zdt_backfill.lifecycle import Runner
 from zdt_backfill.routing.flags import TableFlagStore
 from zdt_backfill.signals.lag import ReplicaStatusProbe
 from zdt_backfill.state.runstate import RunHandle
@@ -137,14 +137,14 @@ class Run:
         self.config = RunConfig.from_params(users_conf(env, partitions=2, batch_size=100, **conf), run_id="least-priv")
 
     def copy(self) -> dict:
-        plan = lifecycle.run_preflight(self.config, self.db, [self.probe], OWNER)
+        plan = Runner(self.config, self.db, owner=OWNER, probes=[self.probe]).preflight()
         for p in plan["partitions"]:
-            lifecycle.copy_partition(self.config, self.db, p, [self.probe], OWNER)
-        lifecycle.start_catchup(self.config, self.db, OWNER)
+            Runner(self.config, self.db, owner=OWNER, probes=[self.probe]).copy_partition(p)
+        Runner(self.config, self.db, owner=OWNER).start_catchup()
         return plan
 
     def validate(self) -> dict:
-        return lifecycle.validate(self.config, self.db, OWNER)
+        return Runner(self.config, self.db, owner=OWNER).validate()
 
     def close(self) -> None:
         self.probe.close()
@@ -178,14 +178,14 @@ def test_documented_grants_suffice_for_a_whole_run_to_contract(env, user, with_s
                 "INSERT INTO users_new (id, email_normalized) VALUES (5000, 'extra')")
         first = run.validate()
         assert (first["different"], first["missing"], first["extra"]) == (1, 1, 1)
-        repaired = lifecycle.repair_and_revalidate(run.config, run.db, [run.probe], OWNER)
+        repaired = Runner(run.config, run.db, owner=OWNER, probes=[run.probe]).repair()
         assert repaired["validation"]["mismatched"] == 0
-        decision = lifecycle.decide(run.config, run.db, [run.probe], OWNER)
+        decision = Runner(run.config, run.db, owner=OWNER, probes=[run.probe]).decide()
         assert decision["next"] == "contract", decision
         store = TableFlagStore(run.db)
         for step in CONTRACT_STEPS:
-            lifecycle.contract_step(step, run.config, run.db, store, OWNER)
-        ended = lifecycle.finish_run(run.config, run.db, OWNER)
+            Runner(run.config, run.db, owner=OWNER, flag_store=store).contract_step(step)
+        ended = Runner(run.config, run.db, owner=OWNER).finish()
         assert ended["success"] and ended["state"] == "contracted", ended
         assert run.probe.measure() is not None  # the replica's status, read as this user
     finally:
@@ -213,8 +213,8 @@ def test_documented_rollback_grants_suffice(env, user):
         assert env.scalar("SELECT count(*) FROM users_new") == 500
         store = TableFlagStore(run.db)
         for step in ROLLBACK_STEPS:
-            lifecycle.rollback_step(step, run.config, run.db, store, [run.probe], OWNER)
-        ended = lifecycle.finish_run(run.config, run.db, OWNER)
+            Runner(run.config, run.db, owner=OWNER, probes=[run.probe], flag_store=store).rollback_step(step)
+        ended = Runner(run.config, run.db, owner=OWNER).finish()
     finally:
         run.close()
     assert ended["rolled_back"], ended

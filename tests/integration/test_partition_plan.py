@@ -9,8 +9,8 @@ import pytest
 
 from conftest import projection_diff, seed_users, users_conf
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Partition
-from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.copying.copier import PartitionCopier
 from zdt_backfill.lifecycle.preflight import run_preflight
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,7 @@ def test_progress_counts_rows_where_a_partition_jumps_over_a_key_gap(env, caplog
     # about 15,000 rows: 5,000 dense keys, then 10,000 past 10^12 (InnoDB's sampled statistics move the cut)
     rows = rows_in(env, p1)
     assert abs(rows - 15_000) < 1_500 and p1["hi"] == 10**12 + 30_000 and abs(p1["rows"] - rows) < 0.1 * rows, (p1, rows)
-    caplog.set_level(logging.INFO, logger="zdt_backfill.copy.copier")
+    caplog.set_level(logging.INFO, logger="zdt_backfill.copying.copier")
     PartitionCopier(config, env.db, Partition.from_dict(p1), plan.key_index).run()
     done = [float(m.group(1)) for r in caplog.records
             if (m := re.search(re.escape(p1["label"]) + r" batch \d+: .*?; ([\d.]+)% done", r.getMessage()))]

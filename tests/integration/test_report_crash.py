@@ -12,8 +12,8 @@ import pytest
 from conftest import projection_diff, seed_users, users_conf
 from zdt_backfill import report
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Partition
-from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.copying.copier import PartitionCopier
 from zdt_backfill.lifecycle.preflight import run_preflight
 
 pytestmark = pytest.mark.integration
@@ -67,7 +67,7 @@ def test_the_stored_report_has_an_html_page_with_charts_from_the_partitions_samp
     import logging
     import re
 
-    from zdt_backfill.copy import copier
+    from zdt_backfill.copying import copier
 
     seed_users(env, ROWS)
     config = RunConfig.from_params(users_conf(env, batch_size=250, partitions=2, max_rows_per_second=2_000),

@@ -10,11 +10,11 @@ import pytest
 
 import localdb
 from conftest import projection_diff, seed_users, users_conf
-from zdt_backfill import lifecycle
 from zdt_backfill.config import RunConfig
-from zdt_backfill.copy.chunker import Partition
-from zdt_backfill.copy.copier import PartitionCopier
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.copying.copier import PartitionCopier
 from zdt_backfill.errors import ConcurrentRunError, RunStoppedError
+from zdt_backfill.lifecycle import Runner
 from zdt_backfill.lifecycle.preflight import run_preflight
 from zdt_backfill.routing.flags import TableFlagStore
 from zdt_backfill.signals.lag import ReplicaStatusProbe
@@ -112,13 +112,13 @@ def test_a_wrong_dual_written_row_and_a_key_above_the_plan_are_repaired_then_for
     # above the planned range, and dual_write "assumed": nothing wrote it to the target
     env.sql("INSERT INTO users_legacy (id, email, legacy_data) VALUES (9000000, ' Late@Example.COM', 'late')")
     env.sql("INSERT INTO users_new (id, email_normalized) VALUES (8000000, 'orphan')")  # and one extra key
-    lifecycle.start_catchup(config, env.db, "test")
-    first = lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    first = Runner(config, env.db, owner="test").validate()
     assert (first["missing"], first["different"], first["extra"]) == (1, 1, 1)
-    out = lifecycle.repair_and_revalidate(config, env.db, [], "test")
+    out = Runner(config, env.db, owner="test").repair()
     assert out["repair"]["repaired"] == {"missing": 1, "different": 1, "extra": 1}
     assert out["validation"]["mismatched"] == 0 and out["validation"]["after_repair"]
-    decision = lifecycle.decide(config, env.db, [], "test")
+    decision = Runner(config, env.db, owner="test").decide()
     assert decision["decision"]["branch"] == "forward" and decision["next"] == "contract"
     assert projection_diff(env) == 0
     handle = RunHandle(env.db, config)
@@ -131,8 +131,8 @@ def test_a_lag_spike_at_decide_holds_then_goes_forward(env):
     config = RunConfig.from_params(users_conf(env, replica_conn_ids=["replica"]), run_id="lagspike")
     plan = run_preflight(config, env.db, [])
     copy_all(env, config, plan)
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
     localdb.wait_replica_caught_up(env.pair)
     probe = ReplicaStatusProbe(env.replica_db)
     localdb.pause_replay(env.pair)
@@ -141,7 +141,7 @@ def test_a_lag_spike_at_decide_holds_then_goes_forward(env):
     timer = threading.Timer(3.0, localdb.resume_replay, args=(env.pair,))
     timer.start()
     try:
-        out = lifecycle.decide(config, env.db, [probe], "test")
+        out = Runner(config, env.db, owner="test", probes=[probe]).decide()
     finally:
         timer.join()
         probe.close()
@@ -179,10 +179,10 @@ def test_lock_wait_retries_are_yields_not_errors(env):
     finally:
         stop.set()
         locker.join()
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
-    lifecycle.repair_and_revalidate(config, env.db, [], "test")
-    out = lifecycle.decide(config, env.db, [], "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
+    Runner(config, env.db, owner="test").repair()
+    out = Runner(config, env.db, owner="test").decide()
     assert out["yields"] >= 2, out  # > 0.01 % of 2,000 rows
     assert out["data_errors"] == 0 and out["decision"]["branch"] == "forward"
     assert projection_diff(env) == 0
@@ -193,16 +193,16 @@ def test_clearing_decide_or_contract_after_a_rollback_never_flips_routing(env):
     config = RunConfig.from_params(users_conf(env), run_id="cleared")
     plan = run_preflight(config, env.db, [])
     copy_all(env, config, plan)
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
     store = TableFlagStore(env.db)
     for step in ("stop", "flip_routing", "empty_target", "restore_sequences", "clear_caches", "finish"):
-        lifecycle.rollback_step(step, config, env.db, store, [], "test")
+        Runner(config, env.db, owner="test", flag_store=store).rollback_step(step)
     assert env.scalar("SELECT count(*) FROM users_new") == 0
     with pytest.raises(InvalidTransitionError, match="rolled_back"):
-        lifecycle.decide(config, env.db, [], "cleared decide")
+        Runner(config, env.db, owner="cleared decide").decide()
     with pytest.raises(InvalidTransitionError):
-        lifecycle.contract_step("flip_routing", config, env.db, store, "cleared contract")
+        Runner(config, env.db, owner="cleared contract", flag_store=store).contract_step("flip_routing")
     assert env.scalar("SELECT value FROM zdt_routing_flags WHERE flag = 'users_new_read_path'") == "legacy"
 
 
@@ -211,12 +211,12 @@ def test_contract_refuses_a_validation_older_than_the_last_repair(env):
     config = RunConfig.from_params(users_conf(env), run_id="stale")
     plan = run_preflight(config, env.db, [])
     copy_all(env, config, plan)
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
     handle = RunHandle(env.db, config)
     handle.destructive("truncate", "TRUNCATE TABLE users_new", "someone emptied the target after validating")
     with pytest.raises(InvalidTransitionError, match="stale validation"):
-        lifecycle.contract_step("flip_routing", config, env.db, TableFlagStore(env.db), "test")
+        Runner(config, env.db, owner="test", flag_store=TableFlagStore(env.db)).contract_step("flip_routing")
     assert TableFlagStore(env.db).get("users_new_read_path") is None
 
 
@@ -233,17 +233,17 @@ def test_truncate_behind_an_open_application_transaction_gives_up_and_retries_wi
     config = RunConfig.from_params(users_conf(env, lock_timeout_seconds=1.0), run_id="ddl")
     plan = run_preflight(config, env.db, [])
     copy_all(env, config, plan)
-    lifecycle.start_catchup(config, env.db, "test")
-    lifecycle.validate(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
+    Runner(config, env.db, owner="test").validate()
     store = TableFlagStore(env.db)
-    lifecycle.rollback_step("stop", config, env.db, store, [], "test")
-    lifecycle.rollback_step("flip_routing", config, env.db, store, [], "test")
+    Runner(config, env.db, owner="test", flag_store=store).rollback_step("stop")
+    Runner(config, env.db, owner="test", flag_store=store).rollback_step("flip_routing")
     holder = _hold_an_open_transaction_on(env, "users_new")
     done = {}
 
     def truncate():
         t0 = time.monotonic()
-        done["out"] = lifecycle.rollback_step("empty_target", config, env.db, store, [], "test")
+        done["out"] = Runner(config, env.db, owner="test", flag_store=store).rollback_step("empty_target")
         done["seconds"] = time.monotonic() - t0
 
     worker = threading.Thread(target=truncate)

@@ -7,7 +7,8 @@ import time
 
 from conftest import seed_users, users_conf
 from zdt_backfill.config import RunConfig, Thresholds
-from zdt_backfill.copy.chunker import Partition
+from zdt_backfill.copying.chunker import Partition
+from zdt_backfill.lifecycle import Runner
 from zdt_backfill.lifecycle.decision import HOLD, decide_branch
 from zdt_backfill.verify import checksum
 from zdt_backfill.verify.checklist import failed_data_items, run_checklist
@@ -169,8 +170,7 @@ def test_validation_on_the_replica_gives_the_primarys_result(env):
 
 def _copied_run(env, rows: int, **conf):
     """A real run (pre-flight, copy, catch-up state) whose validation is then read through the lifecycle."""
-    from zdt_backfill import lifecycle
-    from zdt_backfill.copy.copier import PartitionCopier
+    from zdt_backfill.copying.copier import PartitionCopier
     from zdt_backfill.lifecycle.preflight import run_preflight
 
     seed_users(env, rows)
@@ -178,29 +178,27 @@ def _copied_run(env, rows: int, **conf):
     plan = run_preflight(config, env.db, [])
     for p in plan.partitions:
         PartitionCopier(config, env.db, Partition.from_dict(p), plan.key_index).run()
-    lifecycle.start_catchup(config, env.db, "test")
+    Runner(config, env.db, owner="test").start_catchup()
     return config
 
 
 def test_lifecycle_validation_reads_a_caught_up_replica_and_records_the_checklist(env):
-    from zdt_backfill import lifecycle
     from zdt_backfill.signals.lag import ReplicaLagProbe
 
     config = _copied_run(env, 6_000, partitions=2, batch_size=1_000, validation_source="replica",
                          replica_conn_ids=[env.replica_conn_id], validation_recheck_seconds=0)
     env.sql("UPDATE users_new SET data_hash = 'x' WHERE id = 4321")
-    probe = ReplicaLagProbe(env.replica_db, lifecycle.heartbeat_name(config, env.db))
-    out = lifecycle.validate(config, env.db, "test", [probe], env.replica_db)
+    probe = ReplicaLagProbe(env.replica_db, Runner(config, env.db).heartbeat_name)
+    out = Runner(config, env.db, owner="test", probes=[probe], replica=env.replica_db).validate()
     # read on the replica once its heartbeat passed the start of validation; re-checked on the primary
     assert out["source"] == "replica" and out["sample_keys"] == {"different": [4321]}
     assert (out["source_rows"], out["target_rows"], out["mismatched"]) == (6_000, 6_000, 1)
     items = {i["name"]: i["status"] for i in out["checklist"]}
     assert items["row_count_parity"] == "pass" and items["no_nulls_left"] == "pass"
-    assert lifecycle.decide(config, env.db, [probe], "test")["next"] != "contract"  # never forward on a difference
+    assert Runner(config, env.db, owner="test", probes=[probe]).decide()["next"] != "contract"  # never forward on a difference
 
 
 def test_lifecycle_validation_reads_the_primary_when_the_replica_never_catches_up(pg_env):
-    from zdt_backfill import lifecycle
 
     env = pg_env
     config = _copied_run(env, 3_000, validation_source="replica", replica_conn_ids=[env.replica_conn_id],
@@ -210,7 +208,7 @@ def test_lifecycle_validation_reads_the_primary_when_the_replica_never_catches_u
         conn.commit()
     try:
         t0 = time.monotonic()
-        out = lifecycle.validate(config, env.db, "test", [], env.replica_db)
+        out = Runner(config, env.db, owner="test", replica=env.replica_db).validate()
         assert out["source"] == "primary" and out["mismatched"] == 0 and out["source_rows"] == 3_000
         assert 3 <= time.monotonic() - t0 < 30
     finally:

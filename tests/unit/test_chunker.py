@@ -2,7 +2,7 @@
 
 import pytest
 
-from zdt_backfill.copy.chunker import Partition, partitions_at, plan_partitions
+from zdt_backfill.copying.chunker import Partition, partitions_at, plan_partitions
 from zdt_backfill.dialects import Range
 from zdt_backfill.verify.checksum import validation_ranges
 

@@ -318,7 +318,7 @@ def test_the_ceiling_is_shared_by_the_planned_partitions():
 
 
 def test_batch_sizer_follows_spirits_rule():
-    from zdt_backfill.copy.chunker import BatchSizer
+    from zdt_backfill.copying.chunker import BatchSizer
 
     s = BatchSizer(1_000, 0.5, 100, 10_000)
     assert s.feedback(1_000, 0.1) == 1_500  # 5x too fast: grows, at most 1.5x a step

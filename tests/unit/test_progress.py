@@ -3,7 +3,7 @@ line and the summary in words (fake clock)."""
 
 from types import SimpleNamespace
 
-from zdt_backfill.copy.progress import (
+from zdt_backfill.copying.progress import (
     PartitionProgressLog,
     RunProgressLog,
     duration,

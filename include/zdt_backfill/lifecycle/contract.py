@@ -37,11 +37,7 @@ from ..routing.flags import LEGACY, NEW, FlagStore
 from ..routing.ramp import ramp
 from ..signals.errorsignal import ErrorSignal
 from ..state.runstate import (
-    AWAITING_APPROVAL,
     CONTRACTED,
-    CONTRACTING,
-    HALTED,
-    VALIDATING,
     WAIT_LEASE_MARGIN_SECONDS,
     InvalidTransitionError,
     RunHandle,
@@ -76,16 +72,14 @@ def flip_reads(
     c = config
     validation = handle.require_passing_validation(c.thresholds.max_error_rate_pct)
     watch = c.ramp_watch_minutes * 60
-    handle.transition(
-        CONTRACTING, f"validation passed ({validation.get('mismatched', 0)} differing rows): ramping reads",
-        lease_seconds=watch + WAIT_LEASE_MARGIN_SECONDS, only_from=(VALIDATING, AWAITING_APPROVAL, CONTRACTING, HALTED),
-    )
+    handle.step("flip_routing", f"validation passed ({validation.get('mismatched', 0)} differing rows): ramping reads",
+                lease_seconds=watch + WAIT_LEASE_MARGIN_SECONDS)
     result = ramp(store, c.routing_flag, c.run_id, signal, ramp_percent=c.ramp_percent, watch_seconds=watch,
                   max_error_rate_pct=c.thresholds.max_5xx_rate_pct, poll_seconds=min(RAMP_POLL_SECONDS, max(watch, 0.1)),
                   sleep=sleep)
     handle.record("routing", f"read flag ramp: {'ok' if result.ok else result.reason}", result.to_dict())
     if not result.ok:
-        handle.transition(HALTED, f"ramp failed, reads flipped back to legacy: {result.reason}")
+        handle.step("halt", f"ramp failed, reads flipped back to legacy: {result.reason}")
         raise RampFailedError(f"{result.reason}; the read flag {c.routing_flag} is back on legacy and the run holds")
     log.info("write flag %s -> %s (the application writes the new schema only)", c.write_flag, NEW)
     store.set(c.write_flag, NEW, c.run_id)
@@ -149,9 +143,7 @@ def legacy_action(config: RunConfig, db: Database, handle: RunHandle, approved_b
     if not statements:
         log.info("legacy_action is keep: the legacy schema stays")
         return {"action": "keep", "statements": []}
-    row = handle.row()
-    if row is None or row.run_id != c.run_id or row.state != CONTRACTING:
-        raise InvalidTransitionError(f"legacy {c.legacy_action} needs the run contracting, it is {row.state if row else None}")
+    handle.step("legacy_action", f"legacy {c.legacy_action}: checking its preconditions")
     handle.require_passing_validation(c.thresholds.max_error_rate_pct, exact=True)
     end = soak_until(handle, c.soak_minutes)
     now = _db_now(db)
@@ -203,7 +195,7 @@ def advance_sequences(config: RunConfig, db: Database, handle: RunHandle) -> lis
 def finish(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]:
     """Sequences past ``max(key)``, then the run is ``contracted``."""
     sequences = advance_sequences(config, db, handle)
-    handle.transition(CONTRACTED, "contract complete", only_from=(CONTRACTING, CONTRACTED))
+    handle.step("finish_contract", "contract complete")
     return {"state": CONTRACTED, "sequences": sequences}
 
 

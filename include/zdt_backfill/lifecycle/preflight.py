@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import RunConfig
-from ..copy.chunker import Partition, partition_count, partitions_at, plan_partitions
+from ..copying.chunker import Partition, partition_count, partitions_at, plan_partitions
 from ..db import Database
 from ..errors import PreflightError
 from ..expressions import expression_problems
@@ -77,7 +77,7 @@ class Check:
 class Plan:
     """The outcome of pre-flight: what the backfill will do.
 
-    ``partitions`` are dicts (:meth:`~zdt_backfill.copy.chunker.Partition.to_dict`) ready for Airflow's
+    ``partitions`` are dicts (:meth:`~zdt_backfill.copying.chunker.Partition.to_dict`) ready for Airflow's
     dynamic task mapping; the rest goes into the run report.
     """
 
@@ -331,7 +331,7 @@ def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, ma
     key of each step is a cut), so skewed or sparse keys still give partitions of about equal
     rows, where equal key widths gave one partition nearly all of them. Each statement runs
     under the pre-flight session's statement timeout. Above :data:`QUANTILE_WALK_MAX_ROWS`
-    estimated rows it falls back to equal key widths (:func:`~zdt_backfill.copy.chunker.plan_partitions`).
+    estimated rows it falls back to equal key widths (:func:`~zdt_backfill.copying.chunker.plan_partitions`).
 
     :returns: contiguous partitions covering ``[min_key, max_key]``; ``[]`` for an empty table.
         Each one's ``rows``: ``step`` for a partition ending at a cut (the walk counted them),

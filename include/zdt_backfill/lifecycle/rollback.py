@@ -28,18 +28,14 @@ import logging
 from typing import Any
 
 from ..config import RunConfig
-from ..copy.chunker import Partition
-from ..copy.copier import ROLLBACK, PartitionCopier, checkpoint_run_id
+from ..copying.chunker import Partition
+from ..copying.copier import ROLLBACK, PartitionCopier, checkpoint_run_id
 from ..db import Database
 from ..signals.lag import LagProbe
 from ..state.checkpoint import CheckpointStore
 from ..state.runstate import (
-    AWAITING_APPROVAL,
-    HALTED,
-    HOLDING,
     ROLLED_BACK,
     ROLLING_BACK,
-    VALIDATING,
     InvalidTransitionError,
     RunHandle,
 )
@@ -77,7 +73,7 @@ def stop(config: RunConfig, db: Database, handle: RunHandle, reason: str) -> dic
     row = handle.row()
     if row is not None and row.run_id == config.run_id and row.state == ROLLED_BACK:
         return {"stopped": False, "already": ROLLED_BACK}
-    handle.transition(ROLLING_BACK, reason, only_from=(VALIDATING, AWAITING_APPROVAL, HALTED, HOLDING, ROLLING_BACK))
+    handle.step("stop", reason)
     handle.window("active_backfill", "end")
     return {"stopped": True}
 
@@ -156,5 +152,43 @@ def finish(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]
     """The run is ``rolled_back`` (a no-op when it already is)."""
     if already_rolled_back(handle):
         return {"state": ROLLED_BACK, "already": True}
-    handle.transition(ROLLED_BACK, "rollback complete", only_from=(ROLLING_BACK,))
+    handle.step("finish_rollback", "rollback complete")
     return {"state": ROLLED_BACK}
+
+
+def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, Any]:
+    """A staging rehearsal's end: put staging back as it was before the rehearsal, so the next one
+    starts from the same state. Both routing flags go back to legacy, the rehearsal's own target
+    table is truncated (a short lock wait, retried), its sequences / AUTO_INCREMENT go back to the
+    values recorded at pre-flight, and the run's checkpoints are forgotten. Each step is logged and
+    recorded as a destructive step before it runs. Safe to run twice; touches nothing unless this
+    run held the table's lock, and only the target table of this run's conf (copy mode).
+
+    :param store: the run's routing flag store.
+    :returns: ``{"summary", "steps"}``; ``steps`` empty when this run never held the lock.
+    :raises ValueError: fill mode (a rehearsal restores a copy target only).
+    """
+    if config.mode != "copy" or config.target_table == config.source_table:
+        raise ValueError("a staging rehearsal restores a copy target only (mode copy)")
+    from .contract import flip_back
+
+    handle = RunHandle(db, config, "rehearsal.restore")
+    row = handle.row()
+    if row is None or row.run_id != config.run_id:
+        return {"summary": "nothing to restore: this rehearsal never held the table's lock", "steps": []}
+    steps: list[str] = []
+    flip_back(config, handle, store)
+    steps.append(f"flags {config.routing_flag} and {config.write_flag} -> legacy")
+    sql = db.dialect.truncate_sql(config.target_table, db.schema)
+    handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)")
+    db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds)
+    steps.append(sql)
+    steps += restore_sequences(config, db, handle, checked=False)
+    with db.session() as conn:
+        CheckpointStore(db).forget(conn, config.run_id)
+        conn.commit()
+    steps.append("checkpoints forgotten")
+    if config.legacy_action != "keep":
+        steps.append(f"WARNING: legacy_action {config.legacy_action} is not undone by the restore")
+    handle.record("rehearsal_restore", "staging restored", {"steps": steps})
+    return {"summary": "; ".join(steps), "steps": steps}

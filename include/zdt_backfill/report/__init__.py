@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..copy.progress import THROTTLE_WORDS
+from ..copying.progress import THROTTLE_WORDS
 from ..db import Database
 from ..dialects.schema import REPORTS
 from ..state.checkpoint import CheckpointStore, PartitionProgress

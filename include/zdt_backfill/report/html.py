@@ -2,7 +2,7 @@
 embedded as base64 so the page reads the same from the reports table, a worker's disk or a mail.
 
 Charts, from the partitions' samples (``sample`` events, one per partition every
-:data:`~zdt_backfill.copy.copier.SAMPLE_SECONDS` while it copies, with its rows written, replica lag, throttle
+:data:`~zdt_backfill.copying.copier.SAMPLE_SECONDS` while it copies, with its rows written, replica lag, throttle
 kind and cumulative throttled seconds):
 
 - ``rows_per_s.png``: rows/s over time, one line per partition (rows written between two

@@ -16,7 +16,7 @@ an XCom written by an earlier attempt:
 The partition plan and watermarks live in ``zdt_backfill_checkpoints``
 (:mod:`zdt_backfill.state.checkpoint`), written in each batch's own transaction.
 
-**The state machine** (see :data:`TRANSITIONS`)::
+**The state machine** (the steps table :data:`STEPS`, and :data:`TRANSITIONS` derived from it)::
 
     planned -> copying <-> holding -> catching_up -> validating <-> repairing
     validating -> awaiting_approval | contracting | rolling_back | holding
@@ -66,23 +66,64 @@ STATES = (
 #: Ends of a run: a later run on the table starts afresh from them.
 TERMINAL = frozenset({CONTRACTED, ROLLED_BACK})
 
-#: Allowed transitions ``from -> {to}``. A state may always be re-entered (a cleared task
-#: re-runs). ``halted`` can be resumed by clearing the task that failed; the destructive
-#: states re-check their own preconditions (:meth:`RunHandle.require_passing_validation`).
+#: States a run can still act from (every state but the two ends).
+LIVE = frozenset(STATES) - TERMINAL
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a run, as the steps table says it may run.
+
+    :ivar name: the step (a :class:`~zdt_backfill.lifecycle.runner.Runner` method does it).
+    :ivar starts_from: the run states it may start from (checked in the database, in the
+        transaction that moves the state, right before the step acts).
+    :ivar enters: the state it moves the run to; ``None``: it acts within the state it finds.
+    :ivar keeps_lease: whether the task running it renews the run's lease while it works
+        (pre-flight takes the lease, the report releases it, a diagnosis never holds it).
+    :ivar new_run: the step starts a run (pre-flight): it may replace an ended run, a halted
+        one or one whose lease expired, and is no transition of the run it replaces.
+    """
+
+    name: str
+    starts_from: frozenset[str]
+    enters: str | None
+    keeps_lease: bool = True
+    new_run: bool = False
+
+
+#: The steps table: the only rule of which step may run from which state, and where it takes
+#: the run. :data:`TRANSITIONS` is derived from it, and :meth:`RunHandle.step` reads it.
+#: Health signals only ever take ``hold`` and ``halt``, never a destructive step; ``stop`` (the
+#: rollback) may start from ``holding`` because it follows a human's or the decision's choice,
+#: which a health hold does not cancel.
+STEPS: dict[str, Step] = {s.name: s for s in (
+    Step("preflight", LIVE | TERMINAL, PLANNED, keeps_lease=False, new_run=True),
+    Step("dual_write", LIVE, None),
+    Step("copy", frozenset({PLANNED, COPYING, HOLDING, HALTED}), COPYING),
+    Step("catch_up", frozenset({PLANNED, COPYING, HOLDING, CATCHING_UP, HALTED}), CATCHING_UP),
+    Step("validate", frozenset({CATCHING_UP, HOLDING, VALIDATING, REPAIRING, HALTED}), VALIDATING),
+    Step("repair", frozenset({VALIDATING, REPAIRING, HALTED}), REPAIRING),
+    Step("decide", frozenset({VALIDATING, HOLDING, HALTED}), VALIDATING),
+    Step("hold", frozenset({COPYING, CATCHING_UP, VALIDATING, HOLDING, HALTED}), HOLDING),
+    Step("await_approval", frozenset({VALIDATING, AWAITING_APPROVAL, HALTED}), AWAITING_APPROVAL),
+    Step("flip_routing", frozenset({VALIDATING, AWAITING_APPROVAL, CONTRACTING, HALTED}), CONTRACTING),
+    Step("legacy_action", frozenset({CONTRACTING}), None),
+    Step("reclaim_storage", frozenset({CONTRACTING, CONTRACTED}), None),
+    Step("finish_contract", frozenset({CONTRACTING, CONTRACTED}), CONTRACTED),
+    Step("stop", frozenset({VALIDATING, AWAITING_APPROVAL, HALTED, HOLDING, ROLLING_BACK}), ROLLING_BACK),
+    Step("rollback", frozenset({ROLLING_BACK}), None),
+    Step("finish_rollback", frozenset({ROLLING_BACK}), ROLLED_BACK),
+    Step("halt", LIVE, HALTED),
+    Step("diagnose", LIVE | TERMINAL, None, keeps_lease=False),
+    Step("report", LIVE | TERMINAL, None, keeps_lease=False),
+)}
+
+#: Allowed transitions ``from -> {to}``, derived from :data:`STEPS`. A state may always be
+#: re-entered (a cleared task re-runs).
 TRANSITIONS: dict[str, frozenset[str]] = {
-    PLANNED: frozenset({COPYING, CATCHING_UP, HALTED}),
-    COPYING: frozenset({HOLDING, CATCHING_UP, HALTED}),
-    HOLDING: frozenset({COPYING, CATCHING_UP, VALIDATING, HALTED}),
-    CATCHING_UP: frozenset({HOLDING, VALIDATING, HALTED}),
-    VALIDATING: frozenset({REPAIRING, HOLDING, AWAITING_APPROVAL, CONTRACTING, ROLLING_BACK, HALTED}),
-    REPAIRING: frozenset({VALIDATING, HALTED}),
-    AWAITING_APPROVAL: frozenset({CONTRACTING, ROLLING_BACK, HALTED}),
-    CONTRACTING: frozenset({CONTRACTED, HALTED}),
-    ROLLING_BACK: frozenset({ROLLED_BACK, HALTED}),
-    HALTED: frozenset({COPYING, CATCHING_UP, VALIDATING, REPAIRING, HOLDING, AWAITING_APPROVAL, CONTRACTING,
-                       ROLLING_BACK}),
-    CONTRACTED: frozenset(),
-    ROLLED_BACK: frozenset(),
+    state: frozenset(s.enters for s in STEPS.values()
+                     if s.enters and not s.new_run and state in s.starts_from and s.enters != state)
+    for state in STATES
 }
 
 #: A lease expires this long after its last renewal (s): a worker that died frees the
@@ -346,19 +387,37 @@ class RunHandle:
                 + (" (the run has ended: start a new run)" if current in TERMINAL else "")
             )
 
-    def transition(
-        self, to: str, reason: str, *, lease_seconds: float | None = None, only_from: tuple[str, ...] = (),
-        detail: dict[str, Any] | None = None,
-    ) -> str:
-        """Move the run to state ``to``, checked and recorded in one transaction.
+    def step(self, name: str, reason: str, *, lease_seconds: float | None = None,
+             detail: dict[str, Any] | None = None) -> str:
+        """Start step ``name`` of :data:`STEPS`: the run's state in the database must be one the
+        step starts from, and it moves to the state the step enters (a step that enters none is
+        only checked), in one transaction, recorded with ``reason``.
 
         :param lease_seconds: the lease's new expiry from now (s), e.g. a wait's deadline;
             :data:`LEASE_SECONDS` when ``None``.
-        :param only_from: if given, the current state must be one of these.
+        :returns: the state before.
+        :raises KeyError: not a step of the table.
+        :raises RunStoppedError: this run does not hold the lock (another run took it over).
+        :raises InvalidTransitionError: the step may not start from the run's state.
+        """
+        s = STEPS[name]
+        return self._move(s.enters, reason, s.starts_from, name, lease_seconds, detail)
+
+    def transition(self, to: str, reason: str, *, lease_seconds: float | None = None,
+                   detail: dict[str, Any] | None = None) -> str:
+        """Move the run to state ``to`` (:data:`TRANSITIONS`), checked and recorded in one
+        transaction; steps go through :meth:`step`.
+
+        :param lease_seconds: the lease's new expiry from now (s), e.g. a wait's deadline;
+            :data:`LEASE_SECONDS` when ``None``.
         :returns: the state before.
         :raises RunStoppedError: this run does not hold the lock (another run took it over).
         :raises InvalidTransitionError: the current state does not allow ``to``.
         """
+        return self._move(to, reason, None, to, lease_seconds, detail)
+
+    def _move(self, to: str | None, reason: str, starts_from: frozenset[str] | None, what: str,
+              lease_seconds: float | None, detail: dict[str, Any] | None) -> str:
         d = self.db.dialect
         with self.db.session() as conn:
             row = self.store.read(conn, self.lock_key(conn), for_update=True)
@@ -366,11 +425,16 @@ class RunHandle:
                 conn.rollback()
                 raise RunStoppedError(
                     f"run {self.run_id!r} does not hold the backfill lock on {self.lock_key()} "
-                    f"(held by {row.run_id if row else 'nobody'!r}, state {row.state if row else None}): refusing to {to}"
+                    f"(held by {row.run_id if row else 'nobody'!r}, state {row.state if row else None}): refusing to {what}"
                 )
-            if only_from and row.state not in only_from:
+            if starts_from is not None and row.state not in starts_from:
                 conn.rollback()
-                raise InvalidTransitionError(f"the run is {row.state}; {to} needs one of {only_from}")
+                raise InvalidTransitionError(
+                    f"the run is {row.state}; {what} needs one of {tuple(sorted(starts_from))}"
+                    + (" (the run has ended: start a new run)" if row.state in TERMINAL else ""))
+            if to is None:  # a step within the state it found: checked only
+                conn.rollback()
+                return row.state
             self._check(row.state, to)
             self.db.execute(
                 conn,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import RunConfig
-from ..copy.chunker import BatchSizer, Partition
+from ..copying.chunker import BatchSizer, Partition
 from ..db import Database
 from ..dialects import ColumnType, Range
 
@@ -377,7 +377,7 @@ def validate(
        chunks (ends from the source's key index, :meth:`~zdt_backfill.dialects.Dialect.chunk_end_sql`), each
        one checksum statement in its own short REPEATABLE READ snapshot (:func:`begin_snapshot`),
        sized toward ``validation_chunk_seconds`` (pt-table-checksum's ``--chunk-time 0.5``) by a
-       :class:`~zdt_backfill.copy.chunker.BatchSizer` between :data:`MIN_CHUNK_ROWS` and :data:`MAX_CHUNK_ROWS`.
+       :class:`~zdt_backfill.copying.chunker.BatchSizer` between :data:`MIN_CHUNK_ROWS` and :data:`MAX_CHUNK_ROWS`.
        Ranges run in parallel, one thread and connection each, at most one per partition.
        ``validation: sampled`` checks random chunks instead (:func:`sample_size`).
     2. **Bisection.** A chunk whose checksum differs is split :data:`BISECT_FANOUT` ways by key
@@ -499,3 +499,27 @@ def _recheck(c: RunConfig, db: Database, casts: dict[str, ColumnType], leaves: l
         keys.sort()
     result.rechecked_keys = first
     result.cleared_by_recheck = max(0, first - result.mismatched)
+
+
+def merge_revalidation(last: dict[str, Any], bad: list[RangeChecksum], again: ValidationResult) -> dict[str, Any]:
+    """The validation after a repair: ``last`` (the validation's dict) with the repaired ranges'
+    counts replaced by the re-validation's (``again``, over exactly the ``bad`` ranges), and the
+    differences those ranges still hold.
+
+    :returns: a validation dict like :meth:`ValidationResult.to_dict`'s, with ``after_repair``.
+    """
+    out = dict(last)
+    for side in ("source_rows", "target_rows"):  # the repaired parts' counts, replaced
+        out[side] = int(out.get(side, 0)) - sum(getattr(r, side) for r in bad) + getattr(again, side)
+    for kind in ("missing", "different", "extra"):  # only the differing parts had differences
+        out[kind] = getattr(again, kind)
+    out["mismatched"] = again.mismatched
+    merged = ValidationResult(source_rows=out["source_rows"], target_rows=out["target_rows"],
+                              missing=again.missing, different=again.different, extra=again.extra)
+    out.update({"count_parity": merged.count_parity, "match_pct": round(merged.match_pct, 6),
+                "ranges": [r.to_dict() for r in again.ranges], "ranges_mismatched": len(again.ranges),
+                "ranges_unexplained": again.unexplained_ranges, "sample_keys": again.sample_keys,
+                "seconds": round(again.seconds, 3), "cleared_by_recheck": again.cleared_by_recheck,
+                "rechecked_keys": again.rechecked_keys})
+    out["after_repair"] = True
+    return out

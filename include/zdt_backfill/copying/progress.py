@@ -182,7 +182,7 @@ class RunProgressLog:
 
 
 def partition_summary(label: str, result: Mapping[str, Any]) -> str:
-    """A partition attempt in words, from :class:`~zdt_backfill.copy.copier.PartitionResult` as a dict.
+    """A partition attempt in words, from :class:`~zdt_backfill.copying.copier.PartitionResult` as a dict.
 
     ``p1 [500001..1000000]: copied 499,998 rows (scanned 500,000 keys in all) in 41.2 s this
     attempt, 12,130 rows/s; throttled 6.1 s (replica lag 4.0 s, rate ceiling 2.1 s);

@@ -2,7 +2,7 @@
 
 Each batch, in one transaction:
 
-1. find the chunk's last key (:class:`~zdt_backfill.copy.chunker.IntegerKeysetChunker`);
+1. find the chunk's last key (:class:`~zdt_backfill.copying.chunker.IntegerKeysetChunker`);
 2. copy the chunk with one set-based statement (``INSERT ... SELECT`` insert-if-absent,
    or ``UPDATE ... WHERE key range AND still NULL``);
 3. move the checkpoint watermark (guarded on the old watermark and the run lock);
@@ -105,7 +105,7 @@ class PartitionCopier:
         progress line (rows against the estimate; by key span when ``None``). This partition's
         own lines count against ``partition.rows``.
 
-    Batches adapt their size toward ``target_batch_seconds`` (:class:`~zdt_backfill.copy.chunker.BatchSizer`);
+    Batches adapt their size toward ``target_batch_seconds`` (:class:`~zdt_backfill.copying.chunker.BatchSizer`);
     a batch that hits the statement timeout is halved and tried again (GitLab's batched
     migrations split a timing-out batch), and counts against the attempts only at the floor.
     A batch that fails on data (a constraint, a foreign key, a conversion) is written key by
@@ -425,7 +425,7 @@ class PartitionCopier:
         """
         started = time.monotonic()
         if self.phase == COPY:
-            self.handle.transition(COPYING, f"partition {self.partition.label} copying")
+            self.handle.step("copy", f"partition {self.partition.label} copying")
         self._guard = self.handle.guard((self.state,))
         self._build_fused()
         with self.db.session() as conn:
