@@ -51,7 +51,7 @@ def overload(env, sleepers: list[threading.Thread], seconds: int = 3, n: int = 1
 
 
 def single_partition(handle: RunHandle) -> dict | None:
-    return handle.control().get("single_partition")
+    return handle.critical_mode()
 
 
 def test_critical_load_cancels_the_batch_drops_to_one_partition_and_resumes_at_baseline(env):

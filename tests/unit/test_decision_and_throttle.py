@@ -105,19 +105,19 @@ class FakeMode:
         self.done: set[int] = set()
         self.log: list[tuple] = []
 
-    def for_partition(self, index):
-        from zdt_backfill.signals.critical import CriticalMode
+    def for_partition(self, index, clock):
+        from zdt_backfill.signals.critical import CriticalLoadMode
 
-        def enter(reason, baseline):
-            self.control["single_partition"] = {"reason": reason, "baseline": baseline}
-            self.log.append(("enter", index, baseline))
+        def write(value):
+            if value is None:
+                self.control.pop("single_partition", None)
+                self.log.append(("leave", index))
+            else:
+                self.control["single_partition"] = value
+                self.log.append(("enter", index, value["baseline"]))
 
-        def leave(detail):
-            self.control.pop("single_partition", None)
-            self.log.append(("leave", index, detail))
-
-        return CriticalMode(index, "row_lock_waits_per_s", enter, leave,
-                            lambda: min({0, 1} - self.done, default=index))
+        return CriticalLoadMode(index, "row_lock_waits_per_s", lambda: self.control.get("single_partition"), write,
+                                lambda: min({0, 1} - self.done, default=index), clock=clock)
 
 
 class FakeLoad:
@@ -137,9 +137,9 @@ def test_critical_load_drops_to_one_partition_until_row_lock_waits_return_to_bas
     p0 = Throttler(None, 100, clock=now, sleep=sleep, limits=limits, control=lambda: dict(mode.control),
                    load=FakeLoad([quiet] * 4 + [{"threads_running": 150, "row_lock_waits_per_s": 40.0}] * 2
                                  + [{"threads_running": 5, "row_lock_waits_per_s": 9.0}]
-                                 + [quiet] * 3 + [quiet]), mode=mode.for_partition(0))
+                                 + [quiet] * 3 + [quiet]), critical=mode.for_partition(0, now))
     p1 = Throttler(None, 100, clock=now, sleep=sleep, limits=limits, control=lambda: dict(mode.control),
-                   load=FakeLoad([quiet]), mode=mode.for_partition(1))
+                   load=FakeLoad([quiet]), critical=mode.for_partition(1, now))
     for _ in range(4):  # four quiet readings: the baseline
         p0.before_batch()
         clock[0] += 1
@@ -163,7 +163,7 @@ def test_the_partition_holding_in_single_mode_resumes_when_the_active_one_is_don
     mode.control["single_partition"] = dict(SINGLE)
     p1 = Throttler(None, 100, clock=now, sleep=sleep, limits=Limits(critical_load={"threads_running": 100}),
                    control=lambda: dict(mode.control), load=FakeLoad([{"threads_running": 5}]),
-                   mode=mode.for_partition(1))
+                   critical=mode.for_partition(1, now))
 
     def finish_p0(seconds):
         sleep(seconds)
@@ -183,7 +183,7 @@ def test_critical_load_again_after_it_cleared_halts_the_throttler():
     limits = Limits(critical_load={"threads_running": 100})
     t = Throttler(None, 100, clock=now, sleep=sleep, limits=limits, control=lambda: dict(mode.control),
                   load=FakeLoad([{"threads_running": 150}, {"threads_running": 5, "row_lock_waits_per_s": 50.0},
-                                 {"threads_running": 150}]), mode=mode.for_partition(0))
+                                 {"threads_running": 150}]), critical=mode.for_partition(0, now))
     t.before_batch()  # enters, holds, then goes on the quiet reading (row locks still high: mode stays)
     clock[0] += 1
     with pytest.raises(CriticalLoadError, match="again with one partition active"):
@@ -399,11 +399,11 @@ def test_a_siblings_trip_in_the_same_episode_joins_the_mode_and_a_trip_after_rec
     p0 = Throttler(None, 100, clock=now, sleep=sleep, limits=Limits(critical_load={"threads_running": 100}),
                    control=lambda: dict(mode.control),
                    load=FakeLoad([{"threads_running": 150}, {"threads_running": 150}, {"threads_running": 5}]),
-                   mode=mode.for_partition(0))
-    p0.join_single()  # p0's own batch was cancelled in the same episode: it joins, nothing is set again
-    assert not p0.critical_recovered and mode.log == []
+                   critical=mode.for_partition(0, now))
+    p0.critical.join()  # p0's own batch was cancelled in the same episode: it joins, nothing is set again
+    assert not p0.critical.recovered and mode.log == []
     p0.before_batch()  # holds while critical (no halt: the same episode), then goes: p0 is the lowest running
-    assert p0.critical_recovered and p0.throttled_seconds["critical-load"] == pytest.approx(1.0)
+    assert p0.critical.recovered and p0.throttled_seconds["critical-load"] == pytest.approx(1.0)
 
 
 def test_baseline_readings_count_only_while_the_active_partition_copies():
@@ -414,7 +414,7 @@ def test_baseline_readings_count_only_while_the_active_partition_copies():
     quiet = {"threads_running": 5, "vacuum_on_tables": 0, "row_lock_waits_per_s": 0.0}
     t = Throttler(None, 100, clock=now, sleep=sleep,
                   limits=Limits(max_load={"vacuum_on_tables": 1}, critical_load={"threads_running": 100}),
-                  control=lambda: dict(mode.control), load=FakeLoad([vacuum] * 4 + [quiet]), mode=mode.for_partition(0))
+                  control=lambda: dict(mode.control), load=FakeLoad([vacuum] * 4 + [quiet]), critical=mode.for_partition(0, now))
     t.before_batch()  # held by autovacuum for four readings at row-lock baseline: they do not count
     assert "single_partition" in mode.control and t.throttled_seconds["load"] == pytest.approx(2.0)
     for _ in range(2):

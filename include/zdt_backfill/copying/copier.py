@@ -31,7 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from ..config import RunConfig
 from ..db import Database
 from ..errors import BatchError, RunStoppedError
-from ..signals.critical import CriticalLoadError, CriticalLoadWatchdog, CriticalMode
+from ..signals.critical import CriticalLoadError, CriticalLoadMode, CriticalLoadWatchdog
 from ..signals.heartbeat import HeartbeatWriter
 from ..signals.lag import LagProbe
 from ..signals.throttler import Throttler, build_throttler
@@ -156,9 +156,10 @@ class PartitionCopier:
         )
         if self.throttler.active_partitions is None:
             self.throttler.active_partitions = self._active_partitions
-        if self.throttler.mode is None and any(v > 0 for v in config.critical_load.values()):
-            self.throttler.mode = CriticalMode(partition.index, db.dialect.ROW_LOCK_SIGNAL, self._enter_single,
-                                               self._leave_single, self._lowest_running)
+        if self.throttler.critical is None and any(v > 0 for v in config.critical_load.values()):
+            self.throttler.critical = CriticalLoadMode(
+                partition.index, db.dialect.ROW_LOCK_SIGNAL, self.handle.critical_mode, self.handle.set_critical_mode,
+                self._lowest_running, self.handle.record, lambda: self.chunker.watermark, label=partition.label)
         d = db.dialect
         if phase == ROLLBACK:
             self.batch_sql = d.nullify_batch_sql(config.source_table, config.key, list(config.columns), db.schema)
@@ -198,27 +199,6 @@ class PartitionCopier:
         with self.db.session() as conn:
             left = [p.partition_no for p in self.store.progress(conn, self.run_key) if p.status != "done"]
         return min(left, default=self.partition.index)
-
-    def _enter_single(self, reason: str, baseline: float) -> None:
-        self.handle.set_control(single_partition={"reason": reason, "baseline": baseline, "since": time.time(),
-                                                  "by_partition": self.partition.index})
-        self.handle.record("critical_load", f"partition {self.partition.label}: {reason}; one partition active",
-                           {"partition": self.partition.index, "reason": reason, "baseline": baseline,
-                            "signal": self.db.dialect.ROW_LOCK_SIGNAL, "watermark": self.chunker.watermark})
-
-    def _record_halt(self, reason: str) -> None:
-        """The run's ``critical_load`` event of a halt (critical load again in single-partition
-        mode), with the checkpoint the partition keeps; whichever path decided it (the watchdog
-        cancelling a batch, or the throttler between batches)."""
-        with contextlib.suppress(Exception):
-            self.handle.record("critical_load", f"partition {self.partition.label}: {reason}; halting",
-                               {"partition": self.partition.index, "reason": reason,
-                                "watermark": self.chunker.watermark, "halt": True})
-
-    def _leave_single(self, detail: str) -> None:
-        self.handle.set_control(single_partition=None)
-        self.handle.record("critical_load_over", f"partition {self.partition.label}: {detail}; every partition resumes",
-                           {"partition": self.partition.index, "detail": detail})
 
     def _active_partitions(self) -> int:
         """Partitions of this run not yet done (from the checkpoints): those sharing the ceiling."""
@@ -477,7 +457,8 @@ class PartitionCopier:
                 try:
                     self.throttler.before_batch()
                 except CriticalLoadError as exc:
-                    self._record_halt(str(exc))
+                    if self.throttler.critical is not None:
+                        self.throttler.critical.record_halt(str(exc))
                     raise
                 target = self.throttler.last_control.get("target_batch_seconds")
                 if target is not None and float(target) != self.sizer.target_seconds:
@@ -498,13 +479,10 @@ class PartitionCopier:
                         tripped, watchdog.tripped = watchdog.tripped, None
                         self._drop_connection()
                         self._resync = True
-                        ctl = self.throttler.control() if self.throttler.control else {}
-                        in_mode = bool(ctl.get("single_partition"))
                         # in the mode, a trip is a new episode (halt) once this partition has seen the
                         # load fall below critical since the mode began; a sibling's trip of the same
-                        # episode only joins it
-                        if self.throttler.mode is None or (in_mode and self.throttler.critical_recovered):
-                            self._record_halt(tripped)
+                        # episode only joins it (signals.critical.CriticalLoadMode.trip)
+                        if self.throttler.critical_tripped(tripped):
                             raise CriticalLoadError(
                                 f"critical load {tripped} with one partition active: the in-flight batch of "
                                 f"partition {self.partition.label} was cancelled and rolled back (checkpoint at "
@@ -513,10 +491,6 @@ class PartitionCopier:
                         log.error("partition %s: critical load %s: the in-flight batch was cancelled and rolled "
                                   "back (checkpoint at key %s): %s", self.partition.label, tripped,
                                   self.chunker.watermark, str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
-                        if in_mode:
-                            self.throttler.join_single()
-                        else:
-                            self.throttler.enter_single(f"critical {tripped}")
                         self.retries += 1
                         continue
                     if self.db.is_statement_timeout(exc):

@@ -43,7 +43,7 @@ class Schema(DialectBase):
             RUNS: "lock_key varchar(200) PRIMARY KEY, run_id varchar(250) NOT NULL, state varchar(32) NOT NULL,"
                   f" reason text NULL, owner varchar(250) NULL, heartbeat_at {ts} NULL, lease_expires_at {ts} NULL,"
                   f" started_at {ts} NULL, updated_at {ts} NULL, config text NULL, sequences text NULL,"
-                  " control text NULL",
+                  " control text NULL, critical text NULL",
             EVENTS: f"id {self.serial_pk}, lock_key varchar(200) NOT NULL, run_id varchar(250) NOT NULL, at {ts} NULL,"
                     " kind varchar(32) NOT NULL, state_from varchar(32) NULL, state_to varchar(32) NULL,"
                     " reason text NULL, detail text NULL",
@@ -68,6 +68,7 @@ class Schema(DialectBase):
         """Columns a later version added to a control table: ``{column: its definition}``; a table
         made by an earlier version gets them by ``ALTER TABLE ... ADD COLUMN``."""
         return {
+            RUNS: {"critical": "text NULL"},
             FLAGS: {"percent": "int NOT NULL DEFAULT 0"},
             REPORTS: {"report_html": f"{self.long_text_type} NULL"},
         }.get(name, {})

@@ -12,7 +12,7 @@ and returns a :class:`Decision` with a *kind* (``lag``, ``lag-unknown``,
 ``critical``) and a reason with the figure (``lag=3.2s>2s``, ``threads_running=31>=25``).
 
 **Critical load** (gh-ost's ``--critical-load``) first drops the run to one active partition
-(:class:`CriticalMode`): the batch in flight is cancelled (:class:`CriticalLoadWatchdog`), every
+(:class:`~.critical.CriticalLoadMode`): the batch in flight is cancelled (:class:`CriticalLoadWatchdog`), every
 partition holds while the load stays critical, then only the lowest-numbered partition not yet
 done copies until the row-lock waits are back to their baseline (``baseline * 1.1 + 1`` for 3
 readings); critical load *again* in that mode halts the run.
@@ -29,9 +29,8 @@ from __future__ import annotations
 
 import logging
 import math
-import statistics
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -39,7 +38,7 @@ from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
 
 from ..db import Database
 from ..errors import PermanentError, ThrottleTimeoutError
-from .critical import CriticalLoadError, CriticalMode
+from .critical import CriticalLoadError, CriticalLoadMode
 from .lag import UNREACHABLE, LagReading, read_all
 from .load import LoadCollector, ThrottleQuery
 
@@ -52,15 +51,6 @@ CHECK_INTERVAL_SECONDS = 0.5
 THROTTLE_SLEEP_SECONDS = 0.5
 #: A held throttle logs its figure at most this often (s).
 HELD_LOG_SECONDS = 10.0
-#: Single-partition mode ends after this many consecutive readings of the row-lock wait signal
-#: at or under ``baseline * BASELINE_FACTOR + BASELINE_SLACK``.
-BASELINE_READINGS = 3
-BASELINE_FACTOR, BASELINE_SLACK = 1.1, 1.0
-#: Readings of the row-lock wait signal kept for the baseline (their median); 120 x 0.5 s = 1 min.
-BASELINE_WINDOW = 120
-#: How often the lowest-numbered running partition is re-read in single-partition mode (s).
-ACTIVE_CHECK_SECONDS = 2.0
-
 
 
 class SustainedLagError(PermanentError):
@@ -194,15 +184,10 @@ class Throttler:
         halt_lag_after_seconds: float = 300.0,
         share: int = 1,
         active_partitions: Callable[[], int] | None = None,
-        mode: CriticalMode | None = None,
+        critical: CriticalLoadMode | None = None,
     ) -> None:
         self.probes = probes or []
-        self.mode = mode
-        self._row_locks: deque[float] = deque(maxlen=BASELINE_WINDOW)
-        self._at_baseline = 0
-        self._recovered = False
-        self._single_seen = False
-        self._active: tuple[float, bool] = (float("-inf"), True)
+        self.critical = critical
         self._run_rate = rows_per_second
         self._share = max(1, share)
         self.active_partitions = active_partitions
@@ -299,82 +284,18 @@ class Throttler:
             self.last_lag = max((r.seconds for r in lag if r.seconds is not None), default=None)
         load = self.load.read() if self.load else {}
         tq = self.throttle_query.read() if self.throttle_query else None
-        single = ctl.get("single_partition") if self.mode is not None else None
-        single = single if isinstance(single, dict) else None
-        if single is None:
-            self._recovered = self._single_seen = False
-        elif not self._single_seen:  # the mode began (here or in another partition)
-            self._single_seen, self._recovered = True, False
-        return Readings(lag, load, tq, bool(ctl.get("pause")), single,
-                        self._is_active() if single is not None else True, self._recovered)
+        single = self.critical.current() if self.critical is not None else None
+        active, recovered = self.critical.observe(single) if self.critical is not None else (True, False)
+        return Readings(lag, load, tq, bool(ctl.get("pause")), single, active, recovered)
 
-    def _is_active(self) -> bool:
-        """Whether this partition is the lowest-numbered one not yet done (re-read every 2 s)."""
-        assert self.mode is not None
-        at, active = self._active
-        if self.clock() - at >= ACTIVE_CHECK_SECONDS:
-            try:
-                active = self.mode.lowest_running() == self.mode.index
-            except Exception as exc:  # keep the last answer; holding is the safe side
-                log.warning("could not read the partitions still running: %s", exc)
-            self._active = (self.clock(), active)
-        return active
+    def critical_tripped(self, tripped: str) -> bool:
+        """The watchdog cancelled this partition's batch on ``tripped`` (see
+        :meth:`~.critical.CriticalLoadMode.trip`); the signals are read before the next batch.
 
-    def baseline(self) -> float:
-        """The row-lock wait signal's median over the last minute of readings outside the mode."""
-        return statistics.median(self._row_locks) if self._row_locks else 0.0
-
-    def enter_single(self, reason: str) -> None:
-        """Critical load: set the run's single-partition mode with this partition's baseline,
-        and read the signals before the next batch (the watchdog cancelled one)."""
+        :returns: whether the run halts.
+        """
         self._last_check = float("-inf")
-        if self.mode is None:
-            return
-        base = self.baseline()
-        self.mode.enter(reason, base)
-        self._single_seen, self._recovered, self._at_baseline = True, False, 0
-        self._active = (float("-inf"), True)
-        log.error("critical load %s: one partition active until row-lock waits (%s) return to baseline %.1f "
-                  "(<= %.1f for %d readings); critical load again halts the run", reason, self.mode.signal, base,
-                  base * BASELINE_FACTOR + BASELINE_SLACK, BASELINE_READINGS)
-
-    def join_single(self) -> None:
-        """Another partition set the mode in this same episode (this one's batch was cancelled
-        too): read the signals before the next batch; the mode is not set again."""
-        self._last_check = float("-inf")
-        if not self._single_seen:
-            self._single_seen, self._recovered, self._at_baseline = True, False, 0
-
-    @property
-    def critical_recovered(self) -> bool:
-        """In the single-partition mode, whether this partition read the load below its critical
-        limits since the mode began (critical load after that is a new episode, which halts)."""
-        return self._single_seen and self._recovered
-
-    def _follow_mode(self, readings: Readings, d: Decision) -> None:
-        """Feed the baseline outside the mode; inside it, note that critical load cleared, and
-        end the mode from the active partition once row-lock waits are back to baseline."""
-        if self.mode is None:
-            return
-        value = readings.load.get(self.mode.signal)
-        if readings.single is None:
-            if value is not None and not d.enter_single:
-                self._row_locks.append(value)
-            return
-        if any((v := readings.load.get(k)) is not None and v >= lim for k, lim in self.limits.critical_load.items()):
-            self._at_baseline = 0
-            return
-        self._recovered = True
-        if not readings.active or d.throttle:  # counted only while the one partition copies
-            return
-        base = float(readings.single.get("baseline") or 0.0)
-        limit = base * BASELINE_FACTOR + BASELINE_SLACK
-        self._at_baseline = self._at_baseline + 1 if value is not None and value <= limit else 0
-        if self._at_baseline >= BASELINE_READINGS:
-            detail = f"{self.mode.signal}={value:g}<={limit:g} for {BASELINE_READINGS} readings"
-            self.mode.leave(detail)
-            self._at_baseline = 0
-            log.info("critical load over: row-lock waits back to baseline (%s); every partition resumes", detail)
+        return self.critical is None or self.critical.trip(tripped)
 
     def before_batch(self) -> None:
         """Block while a signal says hold; raise past the deadline or on critical load.
@@ -385,7 +306,7 @@ class Throttler:
         """
         if self.control is not None:  # live control takes effect at the next batch
             ctl = self.control()
-            holding = ctl.get("pause") or ctl.get("stop") or (self.mode is not None and ctl.get("single_partition"))
+            holding = ctl.get("pause") or ctl.get("stop") or (self.critical is not None and self.critical.current())
             if not holding and self.clock() - self._last_check < CHECK_INTERVAL_SECONDS:
                 self._apply_control(ctl)
                 return
@@ -401,9 +322,11 @@ class Throttler:
             if d.halt:
                 self._note(d)
                 raise CriticalLoadError(d.reason)
-            if d.enter_single:
-                self.enter_single(d.reason)
-            self._follow_mode(readings, d)
+            if self.critical is not None:
+                if d.enter_single:
+                    self.critical.enter(d.reason)
+                self.critical.follow(readings.load, readings.single, readings.active, d.throttle, d.enter_single,
+                                     self.limits.critical_load)
             if d.kind != self._kind:  # a change of kind is logged once, with its figure
                 if d.kind:
                     log.warning("throttle: %s", d.reason)

@@ -201,6 +201,10 @@ class RunStateStore:
             sql = d.control_table_sql(name, self.db.schema)
             self.db.execute(conn, sql)
         conn.commit()
+        for column, definition in d.added_columns(RUNS).items():  # a table made by an earlier version
+            if cols and column not in {c.lower() for c in cols}:
+                self.db.run_ddl([(d.add_column_sql(RUNS, column, definition, self.db.schema), ())],
+                                tag="zdt_backfill:schema")
 
     def tables_exist(self, conn: Any) -> bool:
         return bool(self.db.query(conn, self.db.dialect.columns_sql(), (self.db.schema, RUNS)))
@@ -502,6 +506,28 @@ class RunHandle:
             except Exception:
                 pass
         self._control_conn = None
+
+    def critical_mode(self) -> dict[str, Any] | None:
+        """The run's critical-load mode (its own ``critical`` field, beside the live control:
+        :class:`~zdt_backfill.signals.critical.CriticalLoadMode`), read over the kept control
+        connection; ``None`` outside the mode.
+
+        :raises Exception: the database's error (the mode's reader logs it and holds).
+        """
+        if self._control_conn is None:
+            self.control()
+        rows = self.db.query(self._control_conn, f"SELECT critical FROM {self.store.runs} WHERE lock_key = %s",
+                             (self._control_key,))
+        value = json.loads(rows[0][0]) if rows and rows[0][0] else None
+        return value if isinstance(value, dict) else None
+
+    def set_critical_mode(self, value: dict[str, Any] | None) -> None:
+        """Set (``None``: clear) the run's critical-load mode, while this run holds the lock."""
+        with self.db.session() as conn:
+            self.db.execute(conn, f"UPDATE {self.store.runs} SET critical = %s WHERE lock_key = %s AND run_id = %s",
+                            (json.dumps(value) if value is not None else None, self.lock_key(conn), self.run_id))
+            conn.commit()
+        log.info("critical-load mode of %s: %s", self.lock_key(), value or "cleared")
 
     def set_control(self, **values: Any) -> dict[str, Any]:
         """Merge ``values`` into the live control of this table's run (``None`` removes a key)."""
