@@ -18,16 +18,8 @@ class Compare(DialectBase):
         commit or rollback; end the transaction with a rollback."""
         raise NotImplementedError
 
-    def checksum_sql(
-        self,
-        source: str,
-        target: str,
-        key: str,
-        columns: dict[str, str],
-        rng: Range,
-        schema: str | None = None,
-        casts: dict[str, str] | None = None,
-    ) -> tuple[str, Params]:
+    def checksum_sql(self, source: str, target: str, key: str, columns: dict[str, str], rng: Range,
+                     schema: str | None = None, casts: dict[str, str] | None = None) -> tuple[str, Params]:
         """One statement returning ``(source_rows, source_sum, target_rows, target_sum)`` for a range.
 
         The source side hashes the *typed projection* (key and each column expression cast
@@ -101,17 +93,9 @@ class Compare(DialectBase):
         """One row ``(cache misses, cache read requests)`` (counters since the server started)."""
         raise NotImplementedError
 
-    def diff_sql(
-        self,
-        source: str,
-        target: str,
-        key: str,
-        columns: dict[str, str],
-        rng: Range,
-        schema: str | None = None,
-        copy_mode: bool = True,
-        casts: dict[str, str] | None = None,
-    ) -> tuple[str, Params]:
+    def diff_sql(self, source: str, target: str, key: str, columns: dict[str, str], rng: Range,
+                 schema: str | None = None, copy_mode: bool = True,
+                 casts: dict[str, str] | None = None) -> tuple[str, Params]:
         """Keys that differ in a range: rows ``(key, kind)`` with kind ``missing``,
         ``different`` or ``extra``.
 

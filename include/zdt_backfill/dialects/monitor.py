@@ -51,7 +51,7 @@ class Monitor(DialectBase):
 
     def heartbeat_upsert_sql(self, schema: str | None = None) -> str:
         """Params ``(name, run_id)``: write the primary's ``now()`` into ``zdt_heartbeat``."""
-        raise NotImplementedError
+        return self.upsert_values_sql("zdt_heartbeat", ["name", "ts", "run_id"], ["name"], ["%s", self.now, "%s"], schema)
 
     def heartbeat_age_sql(self, schema: str | None = None) -> str:
         """Params ``(name,)``, run on a replica: seconds since the heartbeat it last applied
@@ -104,11 +104,6 @@ class PostgresMonitor(Monitor):
         lt = query("SHOW lock_timeout", ())[0][0]
         return [("settings", True, f"server lock_timeout={lt}; backfill sessions set their own lock_timeout", False)]
 
-    def heartbeat_upsert_sql(self, schema=None):
-        return (
-            f"INSERT INTO {self.table('zdt_heartbeat', schema)} (name, ts, run_id) VALUES (%s, now(), %s)"
-            " ON CONFLICT (name) DO UPDATE SET ts = EXCLUDED.ts, run_id = EXCLUDED.run_id"
-        )
 
     def heartbeat_age_sql(self, schema=None):
         # clock_timestamp(), not now(): now() is the start of a transaction a pooled session
@@ -236,11 +231,6 @@ class MySQLMonitor(Monitor):
         names = list(self.LOAD_STATUS)
         return f"SHOW GLOBAL STATUS WHERE Variable_name IN ({', '.join(['%s'] * len(names))})", tuple(names)
 
-    def heartbeat_upsert_sql(self, schema=None):
-        return (
-            f"INSERT INTO {self.table('zdt_heartbeat', schema)} (name, ts, run_id) VALUES (%s, current_timestamp(6), %s)"
-            " ON DUPLICATE KEY UPDATE ts = VALUES(ts), run_id = VALUES(run_id)"
-        )
 
     def heartbeat_age_sql(self, schema=None):
         return (

@@ -146,11 +146,19 @@ class Rows(DialectBase):
 
     def _overwrite(self, quoted_key: str, columns: dict[str, str]) -> str:
         """The upsert clause that overwrites a target row with the inserted values."""
-        raise NotImplementedError
+        return self._upsert_update([quoted_key], [self.quote(c) for c in columns])
 
     def delete_extra_sql(self, source: str, target: str, key: str, n_keys: int, schema: str | None = None) -> str:
         """Delete the named target keys that have no source row *now* (checked in the same
         statement, so a row the application inserted since validation is kept). Params: the keys."""
+        k = self.quote(key)
+        return (
+            f"{self._delete_aliased(self.table(target, schema))} WHERE t.{k} IN ({self._in_list(n_keys)})"
+            f" AND NOT EXISTS (SELECT 1 FROM {self.table(source, schema)} AS s WHERE s.{k} = t.{k})"
+        )
+
+    def _delete_aliased(self, table_sql: str) -> str:
+        """``DELETE`` of ``table_sql`` aliased ``t`` (the engines spell it differently)."""
         raise NotImplementedError
 
     def nullify_batch_sql(self, table: str, key: str, columns: Sequence[str], schema: str | None = None) -> str:
@@ -195,16 +203,8 @@ class PostgresRows(Rows):
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in quoted_columns)
         return f"ON CONFLICT ({', '.join(quoted_key)}) DO UPDATE SET {sets}"
 
-    def _overwrite(self, quoted_key, columns):
-        updates = ", ".join(f"{self.quote(c)} = EXCLUDED.{self.quote(c)}" for c in columns)
-        return f"ON CONFLICT ({quoted_key}) DO UPDATE SET {updates}"
-
-    def delete_extra_sql(self, source, target, key, n_keys, schema=None):
-        k = self.quote(key)
-        return (
-            f"DELETE FROM {self.table(target, schema)} AS t WHERE t.{k} IN ({self._in_list(n_keys)})"
-            f" AND NOT EXISTS (SELECT 1 FROM {self.table(source, schema)} AS s WHERE s.{k} = t.{k})"
-        )
+    def _delete_aliased(self, table_sql):
+        return f"DELETE FROM {table_sql} AS t"
 
     def copy_batch_sql(self, source, target, key, columns, schema=None, key_index=None, types=None):
         k = self.quote(key)
@@ -253,16 +253,8 @@ class MySQLRows(Rows):
 
     share_lock = "LOCK IN SHARE MODE NOWAIT"
 
-    def _overwrite(self, quoted_key, columns):
-        updates = ", ".join(f"{self.quote(c)} = VALUES({self.quote(c)})" for c in columns)
-        return f"ON DUPLICATE KEY UPDATE {updates}"
-
-    def delete_extra_sql(self, source, target, key, n_keys, schema=None):
-        k = self.quote(key)
-        return (
-            f"DELETE t FROM {self.table(target, schema)} AS t WHERE t.{k} IN ({self._in_list(n_keys)})"
-            f" AND NOT EXISTS (SELECT 1 FROM {self.table(source, schema)} AS s WHERE s.{k} = t.{k})"
-        )
+    def _delete_aliased(self, table_sql):
+        return f"DELETE t FROM {table_sql} AS t"
 
     def copy_batch_sql(self, source, target, key, columns, schema=None, key_index=None, types=None):
         k = self.quote(key)

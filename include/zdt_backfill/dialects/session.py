@@ -12,6 +12,9 @@ from .base import DialectBase, Params
 class Session(DialectBase):
     """The shared part of the session role."""
 
+    #: the engine's SQL of :meth:`backend_id_sql`, :meth:`cancel_statement_sql`, :meth:`read_only_begin_sql`
+    BACKEND_ID_SQL = CANCEL_STATEMENT_SQL = READ_ONLY_BEGIN_SQL = ""
+
     def session_setup(self, lock_timeout_s: float, statement_timeout_s: float, tag: str) -> list[tuple[str, Params]]:
         """Statements that make a backfill session safe: short lock waits, a statement
         timeout, and a tag naming the run so DBAs can find it."""
@@ -35,13 +38,13 @@ class Session(DialectBase):
     def backend_id_sql(self) -> str:
         """The session's server-side id (PostgreSQL backend pid, MySQL connection id): what
         :meth:`cancel_statement_sql` takes."""
-        raise NotImplementedError
+        return self.BACKEND_ID_SQL
 
     def cancel_statement_sql(self) -> str:
         """Cancel the statement another session is running, keeping that session (its
         transaction rolls back on PostgreSQL; on MySQL the statement is rolled back). Param: the
         session id. PostgreSQL ``pg_cancel_backend``; MySQL ``KILL QUERY`` (gh-ost's panic path)."""
-        raise NotImplementedError
+        return self.CANCEL_STATEMENT_SQL
 
     def tag_statement(self, sql: str, tag: str) -> str:
         """A statement that names the run to whoever looks at the server's process list
@@ -54,7 +57,7 @@ class Session(DialectBase):
 
     def read_only_begin_sql(self) -> str:
         """Starts a read-only transaction on a fresh connection (a user's query, a parity read)."""
-        raise NotImplementedError
+        return self.READ_ONLY_BEGIN_SQL
 
     # ------------------------------------------------------------------ the driver
     def connect(self, host: str, port: int | None, user: str, password: str, database: str,
@@ -94,14 +97,9 @@ class PostgresSession(Session):
     def probe_session_setup(self, timeout_s):
         return [("SELECT set_config('statement_timeout', %s, false)", (f"{max(1, int(timeout_s * 1000))}ms",))]
 
-    def backend_id_sql(self):
-        return "SELECT pg_backend_pid()"
-
-    def cancel_statement_sql(self):
-        return "SELECT pg_cancel_backend(%s)"
-
-    def read_only_begin_sql(self):
-        return "SET TRANSACTION READ ONLY"
+    BACKEND_ID_SQL = "SELECT pg_backend_pid()"
+    CANCEL_STATEMENT_SQL = "SELECT pg_cancel_backend(%s)"
+    READ_ONLY_BEGIN_SQL = "SET TRANSACTION READ ONLY"
 
     def connect(self, host, port, user, password, database, timeout_s=None):
         import psycopg
@@ -145,14 +143,9 @@ class MySQLSession(Session):
         safe = "".join(ch for ch in tag if ch.isalnum() or ch in "_.:+-")
         return f"/* {safe} */ {sql}"
 
-    def backend_id_sql(self):
-        return "SELECT CONNECTION_ID()"
-
-    def cancel_statement_sql(self):
-        return "KILL QUERY %s"
-
-    def read_only_begin_sql(self):
-        return "START TRANSACTION READ ONLY"
+    BACKEND_ID_SQL = "SELECT CONNECTION_ID()"
+    CANCEL_STATEMENT_SQL = "KILL QUERY %s"
+    READ_ONLY_BEGIN_SQL = "START TRANSACTION READ ONLY"
 
     def connect(self, host, port, user, password, database, timeout_s=None):
         # utf8mb4: a latin1 connection turns 4-byte characters into '?'

@@ -110,6 +110,11 @@ class Types(DialectBase):
         """SQL of ``encoded`` (an :meth:`encode_value`) as lowercase or uppercase hex digits only."""
         raise NotImplementedError
 
+    def _hash_input(self, values: Sequence[str], types: Sequence[ColumnType | str | None] | None) -> str:
+        """SQL of the text a row hash reads: every field as hex, NULL as ``N``, joined by ``:``."""
+        parts = ", ':', ".join(f"coalesce({e}, 'N')" for e in self._hex_fields(values, types))
+        return f"concat({parts})"
+
     def _hex_fields(self, values: Sequence[str], types: Sequence[ColumnType | str | None] | None) -> list[str]:
         ts = list(types) if types is not None else [None] * len(values)
         return [self.hex_field(self.encode_value(v, ct), ct)
@@ -167,8 +172,7 @@ class PostgresTypes(Types):
         # hashtextextended: PostgreSQL's 64-bit hash of the bytes (the one hash partitioning uses),
         # 2x faster than the first 64 bits of md5 (measured on 200k-row chunks); "C" makes it
         # hash bytes whatever the database's collation. Summed as bigint (int128 accumulator).
-        parts = ", ':', ".join(f"coalesce({e}, 'N')" for e in self._hex_fields(values, types))
-        return f'hashtextextended(concat({parts}) COLLATE "C", 0)'
+        return f'hashtextextended({self._hash_input(values, types)} COLLATE "C", 0)'
 
     def null_safe_equal(self, a, b, t=None):
         t = self._column_type(t)
@@ -258,8 +262,7 @@ class MySQLTypes(Types):
         return encoded
 
     def row_hash(self, values, types=None):
-        parts = ", ':', ".join(f"coalesce({e}, 'N')" for e in self._hex_fields(values, types))
-        return f"cast(conv(substring(md5(concat({parts})), 1, 16), 16, 10) AS unsigned)"
+        return f"cast(conv(substring(md5({self._hash_input(values, types)}), 1, 16), 16, 10) AS unsigned)"
 
     def null_safe_equal(self, a, b, t=None):
         # The bytes of the encodings the checksum hashes: a latin1 column against a utf8mb4

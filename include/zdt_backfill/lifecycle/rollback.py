@@ -33,12 +33,7 @@ from ..copying.copier import ROLLBACK, PartitionCopier, checkpoint_run_id
 from ..db import Database
 from ..signals.lag import LagProbe
 from ..state.checkpoint import CheckpointStore
-from ..state.runstate import (
-    ROLLED_BACK,
-    ROLLING_BACK,
-    InvalidTransitionError,
-    RunHandle,
-)
+from ..state.runstate import ROLLED_BACK, RunHandle
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +44,15 @@ REDIS_SCAN_COUNT = 1000
 def already_rolled_back(handle: RunHandle) -> bool:
     """True when this run already rolled back (its steps are then no-ops).
 
-    :raises InvalidTransitionError: the run is neither rolling back nor rolled back (or
-        another run holds the lock): no rollback step may run.
+    :raises InvalidTransitionError: the run is neither rolling back nor rolled back: no rollback
+        step may run (the steps table's ``rollback`` step).
+    :raises RunStoppedError: another run holds the lock.
     """
     row = handle.row()
     if row is not None and row.run_id == handle.run_id and row.state == ROLLED_BACK:
         log.info("run %s already rolled back: nothing to do", handle.run_id)
         return True
-    if row is None or row.run_id != handle.run_id or row.state != ROLLING_BACK:
-        raise InvalidTransitionError(
-            f"rollback steps need this run rolling back; the lock row says {row.run_id if row else None!r} "
-            f"{row.state if row else None}"
-        )
+    handle.step("rollback", "a rollback step")
     return False
 
 
