@@ -30,7 +30,7 @@ def test_run_walks_the_whole_lifecycle_to_contract(env, tmp_path):
     assert out["error"] is None and out["path"] == "contract", out.get("error")
     assert out["ending"]["success"] and out["ending"]["state"] == "contracted"
     assert projection_diff(env) == 0
-    assert states(env, config) == ["planned", "copying", "catching_up", "validating", "contracting", "contracted"]
+    assert states(env, config) == ["planned", "copying", "catching_up", "validating", "contracting", "soaking", "contracted"]
     assert store.get(config.routing_flag) == NEW and store.get(config.write_flag) == NEW
     assert (tmp_path / "runner-contract" / "report.json").is_file()
     assert out["report"]["validation"]["mismatched"] == 0

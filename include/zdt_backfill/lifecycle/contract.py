@@ -38,6 +38,7 @@ from ..routing.ramp import ramp
 from ..signals.errorsignal import ErrorSignal
 from ..state.runstate import (
     CONTRACTED,
+    POST_FLIP,
     WAIT_LEASE_MARGIN_SECONDS,
     InvalidTransitionError,
     RunHandle,
@@ -70,6 +71,9 @@ def flip_reads(
         and the run is ``halted``.
     """
     c = config
+    row = handle.row()
+    if row is not None and row.run_id == c.run_id and row.state in POST_FLIP:
+        return flip_writes(config, db, handle, store, ramp_result=None)  # a retried flip: the write flag again
     validation = handle.require_passing_validation(c.thresholds.max_error_rate_pct)
     watch = c.ramp_watch_minutes * 60
     handle.step("flip_routing", f"validation passed ({validation.get('mismatched', 0)} differing rows): ramping reads",
@@ -81,13 +85,32 @@ def flip_reads(
     if not result.ok:
         handle.step("halt", f"ramp failed, reads flipped back to legacy: {result.reason}")
         raise RampFailedError(f"{result.reason}; the read flag {c.routing_flag} is back on legacy and the run holds")
+    return flip_writes(config, db, handle, store, ramp_result=result.to_dict())
+
+
+def flip_writes(config: RunConfig, db: Database, handle: RunHandle, store: FlagStore,
+                ramp_result: dict[str, Any] | None) -> dict[str, Any]:
+    """The one-way door: the target's sequences move past ``max(key)`` (the application's first
+    insert without a key must not collide with a copied one), the run enters ``soaking``
+    (:data:`~zdt_backfill.state.runstate.POST_FLIP`: from now on only the contract's steps move
+    it), and then the write flag tells the application to write the new schema only. The state
+    moves first: a flag set that fails leaves the run soaking with the writes not yet flipped,
+    which refuses the same destructive steps (safe) and a retried flip sets the flag again.
+
+    :returns: ``{"read_flag", "write_flag", "ramp", "sequences"}``.
+    """
+    c = config
+    sequences = advance_sequences(c, db, handle)
+    handle.step("flip_writes", "reads on the new schema: flipping writes (the post-backfill window opens)",
+                lease_seconds=c.soak_minutes * 60 + WAIT_LEASE_MARGIN_SECONDS)
     log.info("write flag %s -> %s (the application writes the new schema only)", c.write_flag, NEW)
     store.set(c.write_flag, NEW, c.run_id)
-    handle.window("active_backfill", "end")
-    handle.window("post_backfill", "start")
+    if soak_until(handle, c.soak_minutes) is None:  # a retried flip keeps the first window's start
+        handle.window("active_backfill", "end")
+        handle.window("post_backfill", "start")
     # The lease now covers the soak: nobody works on the run while it soaks.
     handle.renew(c.soak_minutes * 60 + WAIT_LEASE_MARGIN_SECONDS)
-    return {"read_flag": c.routing_flag, "write_flag": c.write_flag, "ramp": result.to_dict()}
+    return {"read_flag": c.routing_flag, "write_flag": c.write_flag, "ramp": ramp_result, "sequences": sequences}
 
 
 def soak_until(handle: RunHandle, soak_minutes: float) -> datetime | None:
@@ -127,15 +150,19 @@ def legacy_statements(config: RunConfig, db: Database) -> list[str]:
     return [d.rename_column_sql(c.source_table, col, archive_name(col), s) for col in c.legacy_columns]
 
 
-def legacy_action(config: RunConfig, db: Database, handle: RunHandle, approved_by: str | None) -> dict[str, Any]:
+def legacy_action(config: RunConfig, db: Database, handle: RunHandle,
+                  approval: tuple[str | None, str | None]) -> dict[str, Any]:
     """Keep, rename or drop the legacy table (copy) or ``legacy_columns`` (fill).
 
-    Preconditions, read from the state table right before acting: the run is contracting,
-    reads and writes were flipped, the soak has passed, the last validation (after the last
-    repair/truncate) matched exactly, and the drop was approved (``approved_by``: who, or
-    ``auto``).
+    Preconditions, read from the state table right before acting: the run is soaking (reads and
+    writes were flipped), the soak has passed, the last validation (after the last repair or
+    truncate) read every key and matched exactly, and the drop was approved. A drop a human
+    rejected, or whose approval timed out, keeps the legacy schema: recorded as the human's choice,
+    and the contract goes on to its end.
 
-    :returns: ``{"action", "statements", ...}``.
+    :param approval: ``(option, who)``: ``("approve", user)``, ``("approve", "auto")``,
+        ``("reject", user)``, ``("reject", "timeout")``, or ``(None, None)`` when nobody answered.
+    :returns: ``{"action", "statements", ...}``; ``action`` ``keep`` with ``kept_because`` after a reject.
     :raises InvalidTransitionError: a precondition does not hold; nothing was changed.
     """
     c = config
@@ -144,12 +171,19 @@ def legacy_action(config: RunConfig, db: Database, handle: RunHandle, approved_b
         log.info("legacy_action is keep: the legacy schema stays")
         return {"action": "keep", "statements": []}
     handle.step("legacy_action", f"legacy {c.legacy_action}: checking its preconditions")
-    handle.require_passing_validation(c.thresholds.max_error_rate_pct, exact=True)
+    option, approved_by = approval
+    if option == "reject":
+        why = f"legacy {c.legacy_action} rejected by {approved_by}" if approved_by != "timeout" else (
+            f"legacy {c.legacy_action}: the approval timed out (no answer means no drop)")
+        handle.record("legacy_kept", why, {"action": "keep", "asked": c.legacy_action, "by": approved_by})
+        log.warning("%s: the legacy schema stays; the run contracts with legacy kept", why)
+        return {"action": "keep", "statements": [], "kept_because": why}
+    handle.require_passing_validation(c.thresholds.max_error_rate_pct, exact=True, full=True)
     end = soak_until(handle, c.soak_minutes)
     now = _db_now(db)
     if end is None or now < end:
         raise InvalidTransitionError(f"the soak has not passed (ends {end}, now {now}): the legacy schema stays")
-    if not approved_by:
+    if option != "approve" or not approved_by:
         raise InvalidTransitionError(f"legacy {c.legacy_action} was not approved")
     tag = f"zdt_backfill:{c.run_id}:legacy"
     for sql in statements:

@@ -51,7 +51,7 @@ from ..expressions import expression_problems
 from ..signals import heartbeat
 from ..signals.lag import LagProbe, max_lag
 from ..state.checkpoint import CheckpointStore
-from ..state.runstate import HALTED, RunHandle, RunStateStore
+from ..state.runstate import HALTED, POST_FLIP, PostFlipError, RunHandle, RunStateStore, post_flip_refusal
 
 log = logging.getLogger(__name__)
 
@@ -383,6 +383,10 @@ def run_preflight(
         report.raise_if_fatal()
     handle = RunHandle(db, config, owner)
     with db.session() as conn:
+        row = RunStateStore(db).read(conn, handle.lock_key(conn))
+        conn.rollback()
+        if row is not None and row.state in POST_FLIP and row.run_id != config.run_id:
+            raise PostFlipError(post_flip_refusal(f"a new run on {row.lock_key}", f"run {row.run_id!r} is {row.state}"))
         plan = inspect(config, db, conn, probes)
         sequences = target_sequences(config, db, conn)
         conn.rollback()

@@ -77,11 +77,12 @@ def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: lis
         return {"skipped": "already rolled back"}
     if c.mode == "copy":
         sql = d.truncate_sql(c.target_table, db.schema)
-        handle.destructive("truncate", sql, "rollback: empty the copy target")
+        handle.destructive("truncate", sql, "rollback: empty the copy target", forget_checkpoints=c.run_id)
         db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
         return {"statement": sql}
     sql = d.nullify_batch_sql(c.source_table, c.key, list(c.columns), db.schema)
-    handle.destructive("nullify", sql, f"rollback: NULL the filled columns in keyset batches of {c.batch_size}")
+    handle.destructive("nullify", sql, f"rollback: NULL the filled columns in keyset batches of {c.batch_size}",
+                       forget_checkpoints=c.run_id)
     with db.session() as conn:
         earlier = CheckpointStore(db).progress(conn, checkpoint_run_id(c, ROLLBACK))
         if earlier:  # a retried rollback resumes its own checkpoint, over the same bounds
@@ -172,7 +173,8 @@ def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, An
     flip_back(config, handle, store)
     steps.append(f"flags {config.routing_flag} and {config.write_flag} -> legacy")
     sql = db.dialect.truncate_sql(config.target_table, db.schema)
-    handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)")
+    handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)",
+                       forget_checkpoints=config.run_id)
     db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds)
     steps.append(sql)
     steps += restore_sequences(config, db, handle, checked=False)

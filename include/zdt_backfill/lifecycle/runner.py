@@ -39,11 +39,14 @@ from ..state.checkpoint import CheckpointStore, PartitionProgress
 from ..state.runstate import (
     CONTRACTED,
     HALTED,
+    POST_FLIP,
     ROLLED_BACK,
     TERMINAL,
     WAIT_LEASE_MARGIN_SECONDS,
     LeaseKeeper,
+    PostFlipError,
     RunHandle,
+    post_flip_refusal,
 )
 from ..verify import checksum
 from ..verify.checklist import failed_data_items, run_checklist
@@ -142,7 +145,10 @@ class Runner:
         :returns: the plan as a dict (``partitions`` ready for dynamic task mapping).
         :raises PreflightError: a fatal check failed; nothing was written.
         :raises ConcurrentRunError: another run holds a live lease on the target.
+        :raises PostFlipError: the application already writes the new schema only (the write flag
+            is new, or the table's last run is past the flip): a new run would re-copy over its writes.
         """
+        self.refuse_after_flip(f"a new run on {self.config.target_table}")
         return preflight.run_preflight(self.config, self.db, self.probes, self.owner, parity_db=self.parity_db).to_dict()
 
     def dry_run(self) -> dict[str, Any]:
@@ -228,6 +234,7 @@ class Runner:
         :returns: :meth:`~zdt_backfill.verify.checksum.ValidationResult.to_dict`, with ``checklist``.
         """
         c = self.config
+        self.refuse_after_flip("a validation (it leads to repair)")
         self.handle.step("validate", "validating the copy")
         parts = [Partition(p.partition_no, p.lo, p.hi) for p in self.partitions()]
         throttler = build_throttler(c, self.db, self.probes, len(parts) or 1, self.handle.control,
@@ -276,6 +283,7 @@ class Runner:
         :raises PermanentError: no validation is recorded.
         """
         c, handle = self.config, self.handle
+        self.refuse_after_flip("a repair")
         last, _ = handle.latest_validation()
         if last is None:
             raise PermanentError("no validation recorded: run validation before repair")
@@ -420,14 +428,36 @@ class Runner:
         return (f"The soak of {self.config.soak_minutes:g} min is over and the last validation matched exactly. "
                 f"Approve to run, each with a short lock wait and retries:\n\n{statements}")
 
-    def drop_approved_by(self) -> str | None:
-        """Who approved the legacy drop/rename (``auto`` without approval), from the state table."""
+    def drop_approval(self) -> tuple[str | None, str | None]:
+        """The answer to the legacy drop/rename, from the state table: ``("approve", who)``
+        (``who`` is ``auto`` without approval), ``("reject", who)`` (``timeout`` when nobody
+        answered in time), or ``(None, None)`` when no answer is recorded."""
         if self.config.approval == "auto":
-            return "auto"
+            return "approve", "auto"
         for e in reversed(self.handle.events("approval")):
             if e.detail.get("what") == "drop":
-                return e.detail.get("user") if e.detail.get("option") == "approve" else None
-        return None
+                return e.detail.get("option"), e.detail.get("user")
+        return None, None
+
+    def refuse_after_flip(self, what: str) -> None:
+        """Refuse ``what`` (a step that would destroy, overwrite or re-copy the new table) when the
+        flag store says the application writes the new schema only: the truth is re-read right
+        before acting, where the application reads it. The state table's own rule (a run past the
+        flip is ``soaking``) is checked by the steps themselves.
+
+        :raises PostFlipError: the write flag is ``new``.
+        :raises PermanentError: the flag cannot be read (nothing destructive runs on a flag nobody can read).
+        """
+        if self.flag_store is None:
+            return
+        flag = self.config.write_flag
+        try:
+            value = self.flag_store.get(flag)
+        except Exception as exc:
+            raise PermanentError(f"refusing {what}: the write flag {flag} is unreadable in {self.flag_store.name} "
+                                 f"({exc}); nothing destructive runs on a flag nobody can read") from exc
+        if value is not None and value.path == "new":
+            raise PostFlipError(post_flip_refusal(what, f"flag {flag} in {self.flag_store.name}"))
 
     # ------------------------------------------------------------------ contract and rollback
     def error_signal(self) -> ErrorSignal | None:
@@ -456,9 +486,12 @@ class Runner:
         """
         c, db, handle = self.config, self.db, self.handle
         if step == "flip_routing":
+            row = handle.row()
+            if row is None or row.state not in POST_FLIP:  # a retried write flip is the flip itself
+                self.refuse_after_flip("a read flip")
             return contract.flip_reads(c, db, handle, self._store(), self.error_signal())
         if step == "legacy_action":
-            return contract.legacy_action(c, db, handle, self.drop_approved_by())
+            return contract.legacy_action(c, db, handle, self.drop_approval())
         if step == "reclaim_storage":
             return contract.reclaim_storage(c, db, handle)
         if step == "finish":
@@ -472,6 +505,8 @@ class Runner:
         :raises ValueError: an unknown step.
         """
         c, db, handle = self.config, self.db, self.handle
+        if step in ("stop", "flip_routing", "empty_target"):
+            self.refuse_after_flip(f"rollback step {step}")
         if step == "stop":
             return rollback.stop(c, db, handle, "rollback")
         if step == "flip_routing":

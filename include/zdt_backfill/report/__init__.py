@@ -157,6 +157,7 @@ def from_rows(
         "validations": len(validations),
         "repair": last("repair"),
         "approvals": [e.detail for e in events if e.kind == "approval"],
+        "legacy_kept": next((e.reason for e in reversed(events) if e.kind == "legacy_kept"), None),
         "transitions": [
             {"at": e.at.isoformat(), "from": e.state_from, "to": e.state_to, "reason": e.reason}
             for e in events if e.kind == "transition"
@@ -242,6 +243,8 @@ def to_markdown(r: dict[str, Any]) -> str:
                      f"{r['repair'].get('failed_keys') or 'none'}")
     for a in r.get("approvals") or []:
         lines.append(f"- approval ({a.get('what')}): {a.get('option')} by {a.get('user')}")
+    if r.get("legacy_kept"):
+        lines.append(f"- legacy schema kept: {r['legacy_kept']}")
     lines.append("- states: " + " -> ".join([str(t["to"]) for t in r.get("transitions") or []] or ["(none)"]))
     for dstep in r.get("destructive") or []:
         lines.append(f"- destructive [{dstep['step']}] at {dstep['at']}: `{dstep['sql']}`")

@@ -56,13 +56,18 @@ log = logging.getLogger(__name__)
 
 PLANNED, COPYING, HOLDING, CATCHING_UP = "planned", "copying", "holding", "catching_up"
 VALIDATING, REPAIRING, AWAITING_APPROVAL = "validating", "repairing", "awaiting_approval"
-CONTRACTING, CONTRACTED, ROLLING_BACK, ROLLED_BACK, HALTED = (
-    "contracting", "contracted", "rolling_back", "rolled_back", "halted",
+CONTRACTING, SOAKING, CONTRACTED, ROLLING_BACK, ROLLED_BACK, HALTED = (
+    "contracting", "soaking", "contracted", "rolling_back", "rolled_back", "halted",
 )
 STATES = (
     PLANNED, COPYING, HOLDING, CATCHING_UP, VALIDATING, REPAIRING, AWAITING_APPROVAL,
-    CONTRACTING, CONTRACTED, ROLLING_BACK, ROLLED_BACK, HALTED,
+    CONTRACTING, SOAKING, CONTRACTED, ROLLING_BACK, ROLLED_BACK, HALTED,
 )
+#: Past the write flip: the application writes the new schema only (the seed's Post-Backfill
+#: window), and the new table holds writes that exist nowhere else. Only the contract's steps
+#: leave it (the legacy action, the storage reclaim, finish); it is never halted, rolled back,
+#: repaired, re-validated, re-copied or taken over (the one-way door).
+POST_FLIP = frozenset({SOAKING})
 #: Ends of a run: a later run on the table starts afresh from them.
 TERMINAL = frozenset({CONTRACTED, ROLLED_BACK})
 
@@ -95,10 +100,11 @@ class Step:
 #: the run. :data:`TRANSITIONS` is derived from it, and :meth:`RunHandle.step` reads it.
 #: Health signals only ever take ``hold`` and ``halt``, never a destructive step; ``stop`` (the
 #: rollback) may start from ``holding`` because it follows a human's or the decision's choice,
-#: which a health hold does not cancel.
+#: which a health hold does not cancel. From ``soaking`` (past the write flip, :data:`POST_FLIP`)
+#: only the contract's own steps start: nothing halts, rolls back, repairs or re-copies there.
 STEPS: dict[str, Step] = {s.name: s for s in (
     Step("preflight", LIVE | TERMINAL, PLANNED, keeps_lease=False, new_run=True),
-    Step("dual_write", LIVE, None),
+    Step("dual_write", LIVE - POST_FLIP, None),
     Step("copy", frozenset({PLANNED, COPYING, HOLDING, HALTED}), COPYING),
     Step("catch_up", frozenset({PLANNED, COPYING, HOLDING, CATCHING_UP, HALTED}), CATCHING_UP),
     Step("validate", frozenset({CATCHING_UP, HOLDING, VALIDATING, REPAIRING, HALTED}), VALIDATING),
@@ -107,13 +113,14 @@ STEPS: dict[str, Step] = {s.name: s for s in (
     Step("hold", frozenset({COPYING, CATCHING_UP, VALIDATING, HOLDING, HALTED}), HOLDING),
     Step("await_approval", frozenset({VALIDATING, AWAITING_APPROVAL, HALTED}), AWAITING_APPROVAL),
     Step("flip_routing", frozenset({VALIDATING, AWAITING_APPROVAL, CONTRACTING, HALTED}), CONTRACTING),
-    Step("legacy_action", frozenset({CONTRACTING}), None),
-    Step("reclaim_storage", frozenset({CONTRACTING, CONTRACTED}), None),
-    Step("finish_contract", frozenset({CONTRACTING, CONTRACTED}), CONTRACTED),
+    Step("flip_writes", frozenset({CONTRACTING, SOAKING}), SOAKING),
+    Step("legacy_action", frozenset({SOAKING}), None),
+    Step("reclaim_storage", frozenset({SOAKING, CONTRACTED}), None),
+    Step("finish_contract", frozenset({SOAKING, CONTRACTED}), CONTRACTED),
     Step("stop", frozenset({VALIDATING, AWAITING_APPROVAL, HALTED, HOLDING, ROLLING_BACK}), ROLLING_BACK),
     Step("rollback", frozenset({ROLLING_BACK}), None),
     Step("finish_rollback", frozenset({ROLLING_BACK}), ROLLED_BACK),
-    Step("halt", LIVE, HALTED),
+    Step("halt", LIVE - POST_FLIP, HALTED),
     Step("diagnose", LIVE | TERMINAL, None, keeps_lease=False),
     Step("report", LIVE | TERMINAL, None, keeps_lease=False),
 )}
@@ -143,6 +150,23 @@ WINDOWS = ("pre_backfill", "active_backfill", "post_backfill")
 
 class InvalidTransitionError(PermanentError):
     """The run's state in the database does not allow the requested step."""
+
+
+class PostFlipError(InvalidTransitionError):
+    """A step that would destroy, overwrite or re-copy the new table was asked for after the
+    write flip (the post-backfill window): refused, nothing changed."""
+
+
+def post_flip_refusal(what: str, since: str | None = None) -> str:
+    """Why ``what`` is refused past the write flip, in words (the message every refusal carries)."""
+    return (
+        f"refusing {what}: the write flag is new{f' ({since})' if since else ''}, so the application writes the new "
+        "schema only (the post-backfill window) and the new table holds writes that exist nowhere else; a rollback, "
+        "repair, re-validation that could repair, read flip or re-copy would destroy or overwrite them. Past the "
+        "flip only the contract goes on: resume it (legacy action, reclaim storage, finish) or keep the legacy "
+        "schema. The way back after the flip is a revert window that keeps those writes (reverse_columns with "
+        "dual_write: trigger), which this run does not have"
+    )
 
 
 @dataclass(frozen=True)
@@ -306,6 +330,9 @@ class RunHandle:
                 (key, self.run_id, PLANNED, "pre-flight passed", self.owner, LEASE_SECONDS, cfg, seqs),
             )
         else:
+            if row.state in POST_FLIP and row.run_id != self.run_id:
+                conn.rollback()
+                raise PostFlipError(post_flip_refusal(f"a new run on {key}", f"run {row.run_id!r} is {row.state}"))
             if row.run_id == self.run_id and row.state not in TERMINAL:
                 result["mode"] = "reentrant"
             elif row.run_id != self.run_id and row.state not in TERMINAL and row.lease_live:
@@ -326,7 +353,11 @@ class RunHandle:
                         "with the same conf, or roll it back, before starting a different backfill"
                     )
                 result = {"mode": "takeover", "previous_run": row.run_id, "previous_state": row.state}
-                adopted = checkpoints.adopt(conn, row.run_id, self.run_id)
+                emptied = self._emptied(conn, key, row.run_id)
+                # a target truncated or nullified since its copy is not where its checkpoints say
+                adopted = [] if emptied else checkpoints.adopt(conn, row.run_id, self.run_id)
+                if emptied:
+                    result["not_adopted"] = f"run {row.run_id!r} emptied the target ({emptied}): copied afresh"
                 result["adopted_partitions"] = adopted
                 log.warning(
                     "taking over %s from run %s (state %s, lease expired or released): adopting its %d partition "
@@ -356,6 +387,16 @@ class RunHandle:
         conn.commit()
         return result
 
+    def _emptied(self, conn: Any, key: str, run_id: str) -> str | None:
+        """The step (``truncate`` / ``nullify``) by which ``run_id`` emptied the target, if it did."""
+        rows = self.db.query(conn, f"SELECT detail FROM {self.store.events} WHERE lock_key = %s AND run_id = %s"
+                                   " AND kind = 'destructive'", (key, run_id))
+        for (detail,) in rows:
+            step = json.loads(detail or "{}").get("step")
+            if step in ("truncate", "nullify"):
+                return step
+        return None
+
     def release(self, final_state: str | None = None, reason: str = "") -> RunRow | None:
         """End this run's hold on the lease (the report teardown). A run not in a terminal
         state moves to ``halted`` with ``reason``: it keeps its copy and checkpoints, and the
@@ -366,7 +407,9 @@ class RunHandle:
                 conn.rollback()
                 return row
             state = row.state
-            if final_state is None and state not in TERMINAL and state != HALTED:
+            if state in POST_FLIP:  # the one-way door: never halted; only the contract's steps move it
+                final_state = None
+            elif final_state is None and state not in TERMINAL and state != HALTED:
                 final_state = HALTED
             if final_state and final_state != state:
                 self._check(state, final_state)
@@ -433,6 +476,8 @@ class RunHandle:
                 )
             if starts_from is not None and row.state not in starts_from:
                 conn.rollback()
+                if row.state in POST_FLIP:
+                    raise PostFlipError(post_flip_refusal(what, row.reason))
                 raise InvalidTransitionError(
                     f"the run is {row.state}; {what} needs one of {tuple(sorted(starts_from))}"
                     + (" (the run has ended: start a new run)" if row.state in TERMINAL else ""))
@@ -560,10 +605,21 @@ class RunHandle:
             self._event(conn, kind, None, None, reason, detail)
             conn.commit()
 
-    def destructive(self, step: str, sql: str, reason: str) -> None:
-        """Log and record a destructive statement *before* it runs (its exact SQL and why)."""
+    def destructive(self, step: str, sql: str, reason: str, forget_checkpoints: str | None = None) -> None:
+        """Log and record a destructive statement *before* it runs (its exact SQL and why).
+
+        :param forget_checkpoints: a checkpoint namespace (the copy's run id) to delete in the same
+            transaction: a target about to be emptied is no longer where those checkpoints say, so
+            a retry or a takeover must copy it afresh, never adopt them.
+        """
         log.warning("destructive [%s]: %s  -- %s", step, sql, reason)
-        self.record("destructive", reason, {"step": step, "sql": sql})
+        with self.db.session() as conn:
+            self._event(conn, "destructive", None, None, reason, {"step": step, "sql": sql})
+            if forget_checkpoints is not None:
+                from .checkpoint import CheckpointStore
+
+                CheckpointStore(self.db).forget(conn, forget_checkpoints)
+            conn.commit()
 
     def window(self, name: str, edge: str) -> None:
         """Record a compatibility window's start or end (``pre_backfill``, ``active_backfill``, ``post_backfill``)."""
@@ -600,12 +656,14 @@ class RunHandle:
                 invalidating = e
         return validation, invalidating
 
-    def require_passing_validation(self, max_error_rate_pct: float, exact: bool = False) -> dict[str, Any]:
+    def require_passing_validation(self, max_error_rate_pct: float, exact: bool = False,
+                                   full: bool = False) -> dict[str, Any]:
         """The precondition of every forward step, read from the state table (never XCom).
 
         There must be a validation of this run taken after its last repair, truncate or
         nullify, with no unexplained range, and either no remaining difference or (when not
-        ``exact``) a remaining rate at most ``max_error_rate_pct`` that a human approved.
+        ``exact``) a remaining rate at most ``max_error_rate_pct`` that a human approved; with
+        ``full``, it must have read every key (not sampled).
 
         :returns: that validation's detail.
         :raises InvalidTransitionError: otherwise, naming what is missing.
@@ -619,6 +677,10 @@ class RunHandle:
                 f"{invalidating.at}): refusing to go forward on a stale validation"
             )
         v = validation.detail
+        if full and (v.get("mode", "full") != "full" or v.get("sampling")):
+            raise InvalidTransitionError(
+                f"the last validation ({validation.at}) was {v.get('mode')}: this step needs a full validation of "
+                "every key, taken after the last repair")
         if v.get("ranges_unexplained"):
             raise InvalidTransitionError(f"{v['ranges_unexplained']} range(s) differ with no differing key found")
         mismatched = int(v.get("mismatched", 0))
