@@ -221,7 +221,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
     params.setdefault("conn_id", "cli")  # names an Airflow connection; --url replaces it here
     if args.schema is not None:
         params["schema"] = args.schema
+    params["dry_run"] = True  # read-only: the prod policy's refusals are listed, not raised
     config = RunConfig.from_params(params, run_id="cli-plan")
+    for problem in config.policy_problems():
+        print(f"zdt-backfill plan: a real run would be refused: {problem}", file=sys.stderr)
     db = database(args.url, "--url", schema=config.schema)
 
     try:
@@ -258,6 +261,7 @@ def cmd_dry_run(args: argparse.Namespace) -> int:
             params[field] = value
     if args.batches < 1:
         raise UsageError("--batches must be 1 or more")
+    params["dry_run"] = True  # writes nothing: the prod policy's refusals are listed in the output
     config = RunConfig.from_params(params, run_id="cli-dry-run")
     db = database(args.url, "--url", schema=config.schema)
     try:

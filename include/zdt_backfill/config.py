@@ -69,6 +69,11 @@ PROFILES: dict[str, Profile] = {
                     approval="required", soak_minutes=24 * 60.0, ramp_watch_minutes=10.0, min_batch_size=100),
 }
 
+#: The shortest soak the prod profile accepts (minutes). An hour covers a deploy and its
+#: rollback, the application's caches of the routing flags (seconds), and the first hourly
+#: batch jobs and reports that read the new schema; the default stays 24 h (a daily cycle).
+PROD_SOAK_FLOOR_MINUTES = 60.0
+
 #: Target time of one batch (s): pt-online-schema-change's --chunk-time 0.5. The batch size
 #: adapts toward it (Spirit's rule: grow at most 1.5x a step, shrink 10x at once on a 5x miss),
 #: between ``min_batch_size`` and ``batch_size``, which stays the most rows a batch ever holds.
@@ -169,6 +174,7 @@ class RunConfig:
     allow_functions: tuple[str, ...] = ()
     dry_run: bool = False
     validation: str = "full"
+    allow_unwatched_ramp: bool = False
     validation_chunk_seconds: float = 0.5
     validation_recheck_seconds: float = 2.0
     validation_confidence: float = 0.999
@@ -187,7 +193,8 @@ class RunConfig:
             as documented in the README's conf reference. ``None`` values mean "use the
             profile's default".
         :param run_id: the Airflow run id, used for checkpoints, the run lock and session tags.
-        :raises ConfigError: a field is missing, of the wrong type, out of range, or unsafe.
+        :raises ConfigError: a field is missing, of the wrong type, out of range, or unsafe; or
+            the prod profile forbids the combination (:meth:`policy_problems`; not on a dry run).
         """
         p = dict(params)
         known = ({f.name for f in dataclasses.fields(cls)} - {"thresholds", "run_id"}) | {
@@ -297,8 +304,9 @@ class RunConfig:
         pattern = p.get("cache_key_pattern") or None
         if bool(redis_url) != bool(pattern):
             raise ConfigError("cache_redis_url and cache_key_pattern go together")
-        if pattern is not None and (not isinstance(pattern, str) or pattern.strip("*") == ""):
-            raise ConfigError("cache_key_pattern must name a key prefix; a bare '*' would clear the whole cache")
+        if pattern is not None and (not isinstance(pattern, str) or not _literal_prefix(pattern)):
+            raise ConfigError(f"cache_key_pattern must start with a literal key prefix before its first glob "
+                              f"character (* ? [ \\), like 'users:*'; {pattern!r} could clear the whole cache")
 
         return cls(
             conn_id=_nonempty_str(p, "conn_id"),
@@ -362,7 +370,55 @@ class RunConfig:
             validation_confidence=_float(p, "validation_confidence", 0.999, 0.5, 0.999999),
             validation_detect_pct=_float(p, "validation_detect_pct", 0.01, 0.0001, 50),
             validation_source=_choice(p, "validation_source", ("primary", "replica"), "primary"),
-        )
+            allow_unwatched_ramp=_flag(p, "allow_unwatched_ramp"),
+        )._checked_policy()
+
+    def _checked_policy(self) -> "RunConfig":
+        """Raise on what the prod profile forbids, unless this is a dry run (which writes
+        nothing, and lists the same :meth:`policy_problems` in its output instead)."""
+        problems = self.policy_problems()
+        if problems and not self.dry_run:
+            raise ConfigError("the prod profile refuses " + "; ".join(problems))
+        return self
+
+    def policy_problems(self) -> list[str]:
+        """What the prod profile forbids in this conf (issue 22: prod means prod); empty on dev
+        and staging, where rehearsals run unattended.
+
+        :returns: one phrase per forbidden combination: ``approval: auto``, a soak under
+            :data:`PROD_SOAK_FLOOR_MINUTES`, ``legacy_action`` drop / rename after a sampled
+            validation, a read ramp with no error signal unless ``allow_unwatched_ramp``.
+        """
+        if self.profile.name != "prod":
+            return []
+        problems = []
+        if self.approval == "auto":
+            problems.append("approval 'auto' (a human approves contract and rollback on prod)")
+        if self.soak_minutes < PROD_SOAK_FLOOR_MINUTES:
+            problems.append(f"soak_minutes {self.soak_minutes:g} (the prod floor is {PROD_SOAK_FLOOR_MINUTES:g} min: "
+                            "a deploy, its rollback and the first hourly jobs on the new schema)")
+        if self.legacy_action != "keep" and self.validation != "full":
+            problems.append(f"legacy_action {self.legacy_action!r} after a {self.validation} validation "
+                            "(dropping or renaming legacy needs a full, exact one)")
+        if not (self.error_signal_sql or self.error_signal_url) and not self.allow_unwatched_ramp:
+            problems.append("a ramp with no error signal (give error_signal_sql or error_signal_url, "
+                            "or set allow_unwatched_ramp: true, recorded in the report)")
+        return problems
+        problems = []
+        if self.approval == "auto":
+            problems.append("approval 'auto' (a human approves contract and rollback on prod)")
+        if self.soak_minutes < PROD_SOAK_FLOOR_MINUTES:
+            problems.append(f"soak_minutes {self.soak_minutes:g} (the prod floor is {PROD_SOAK_FLOOR_MINUTES:g} min: "
+                            "a deploy, its rollback and the first hourly jobs on the new schema)")
+        if self.legacy_action != "keep" and self.validation != "full":
+            problems.append(f"legacy_action {self.legacy_action!r} after a {self.validation} validation "
+                            "(dropping or renaming legacy needs a full, exact one)")
+        if not (self.error_signal_sql or self.error_signal_url) and not self.allow_unwatched_ramp:
+            problems.append("a ramp with no error signal (give error_signal_sql or error_signal_url, "
+                            "or set allow_unwatched_ramp: true, recorded in the report)")
+        if problems:
+            raise ConfigError("the prod profile refuses " + "; ".join(problems))
+        return self
 
     # ------------------------------------------------------------------ derived
     @property
@@ -491,6 +547,12 @@ def _numbers(p: Mapping[str, Any], name: str) -> dict[str, float]:
     ):
         raise ConfigError(f'{name} must be an object {{"signal": number >= 0}}, got {v!r}')
     return {k: float(x) for k, x in v.items()}
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The characters of a Redis ``SCAN MATCH`` pattern before its first glob character."""
+    cut = min((i for i in (pattern.find(ch) for ch in "*?[\\") if i >= 0), default=len(pattern))
+    return pattern[:cut].strip()
 
 
 def _flag(p: Mapping[str, Any], name: str) -> bool:

@@ -287,6 +287,11 @@ def build_params(defaults: dict[str, Any]) -> dict[str, Param]:
         "error_signal_json_key": Param(d.get("error_signal_json_key", "error_rate_pct"), type="string",
                                        title="Error signal JSON key", description="Key of the rate in that JSON.",
                                        section="Approval and contract"),
+        "allow_unwatched_ramp": Param(bool(d.get("allow_unwatched_ramp", False)), type="boolean",
+                                      title="Allow an unwatched ramp (prod)",
+                                      description="Prod refuses a read ramp with no error signal unless this is set; "
+                                                  "the override is recorded in the report.",
+                                      section="Approval and contract"),
         "soak_minutes": opt_num("soak_minutes", "Soak (min)",
                                 "Minutes between the application writing the new schema only and the legacy "
                                 "rename/drop; empty = profile (prod 1440, dev/staging 0).", "Approval and contract",

@@ -107,7 +107,7 @@ def test_backfill_under_live_dual_writes_ends_in_contract(env, backfill_dag, mon
     assert report["validation"]["mismatched"] == 0 and report["validation"]["match_pct"] == 100.0
     assert report["dual_write"]["mode"] == "check" and report["dual_write"]["recent_rows"] > 0
     assert report["partitions"] == 4 and report["rows_per_second"] > 0
-    assert [t["to"] for t in report["transitions"]][-3:] == ["validating", "contracting", "contracted"]
+    assert [t["to"] for t in report["transitions"]][-4:] == ["validating", "contracting", "soaking", "contracted"]
     assert set(report["windows"]) == {"pre_backfill", "active_backfill", "post_backfill"}
     # exact, over every key, after the writer stopped
     assert projection_diff(env) == 0

@@ -17,10 +17,12 @@ pytestmark = pytest.mark.e2e
 ROWS = 5_000
 
 
-def respond_when_waiting(dag_id: str, task_id: str, option: str, seen: dict, timeout: float = 180.0) -> threading.Thread:
+def respond_when_waiting(dag_id: str, task_id: str, option: str | None, seen: dict, timeout: float = 180.0) -> threading.Thread:
     """A human answering the Required Actions page: waits until the task is awaiting input, records
     what the database looked like meanwhile (``seen["check"]()``), then answers ``option`` the way
-    the API server's HITL route does."""
+    the API server's HITL route does. ``option=None`` answers as the scheduler's timeout sweep does
+    when the deadline passes (``dag.test`` has no scheduler): the task's defaults, no user,
+    ``timedout``."""
 
     def answer():
         from airflow._shared.timezones import timezone
@@ -41,12 +43,12 @@ def respond_when_waiting(dag_id: str, task_id: str, option: str, seen: dict, tim
                     time.sleep(1.0)  # the run really waits
                     seen["while_waiting"] = seen["check"]()
                     detail = session.scalar(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
-                    detail.responded_by = HITLUser(id="dba", name="dba")
+                    detail.responded_by = HITLUser(id="dba", name="dba") if option else None
                     detail.responded_at = timezone.utcnow()
-                    detail.chosen_options = [option]
+                    detail.chosen_options = [option] if option else list(detail.defaults)
                     detail.params_input = {}
-                    handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti,
-                                        session=session)
+                    handle_event_submit(TriggerEvent(detail.as_resume_event_payload(timedout=option is None)),
+                                        task_instance=ti, session=session)
                     seen["answered"] = option
                     return
             time.sleep(0.5)
@@ -183,3 +185,34 @@ def test_a_dry_run_writes_nothing_and_ends_success(env, backfill_dag, monkeypatc
     assert states["replica_catchup.wait_for_replicas"] == "skipped" and states["contract.finish"] == "skipped"
     assert not _has_table(env, "zdt_backfill_runs") and not _has_table(env, "zdt_heartbeat")
     assert env.scalar("SELECT count(*) FROM users_new") == 0 and source_fingerprint(env) == before
+
+
+@pytest.mark.parametrize("answer", ["Reject", "timeout"])
+def test_a_rejected_or_timed_out_drop_keeps_legacy_and_the_run_ends_contracted(env, backfill_dag, monkeypatch, answer):
+    """Issue 22: a reject (or nobody answering in time) at the legacy drop's own approval keeps the
+    legacy table, records the human's choice, and the run ends contracted with the DagRun green."""
+    if answer == "timeout" and env.engine != "postgres":
+        pytest.skip("the timeout path is engine-independent; one engine keeps the suite short")
+    seed_users(env, 1_000)
+    before = source_fingerprint(env)
+    review = respond_when_waiting("zero_downtime_backfill", "approval.review", "contract", {"check": lambda: None})
+    seen = {"check": lambda: snapshot(env)}
+    drop = respond_when_waiting("zero_downtime_backfill", "contract.approve_drop",
+                                "Reject" if answer == "Reject" else None, seen)
+    conf = users_conf(env, approval="required", legacy_action="drop", soak_minutes=0.02)
+    dr, states, report = run_dag(backfill_dag, env, monkeypatch, conf)
+    review.join(5)
+    drop.join(5)
+    assert seen["while_waiting"]["state"] == "soaking"  # past the one-way door, waiting for a human
+    assert str(dr.state) == "success", states
+    assert states["contract.legacy_action"] == "success" and states["contract.finish"] == "success"
+    assert report["state"] == "contracted"
+    assert _has_table(env, "users_legacy") and source_fingerprint(env) == before  # legacy intact
+    assert not [d for d in report["destructive"] if d["step"] in ("drop", "rename")]
+    kept = report["legacy_kept"]
+    assert kept == ("legacy drop rejected by dba" if answer == "Reject"
+                    else "legacy drop: the approval timed out (no answer means no drop)"), kept
+    md = env.scalar("SELECT report_md FROM zdt_backfill_reports WHERE run_id = %s", (dr.run_id,))
+    assert "legacy schema kept" in md
+    drops = [a for a in report["approvals"] if a.get("what") == "drop"]
+    assert drops and drops[-1]["option"] == "reject"

@@ -50,7 +50,7 @@ def write_counters(env) -> dict:
 def test_dry_run_explains_lists_boundaries_and_writes_nothing(env):
     seed_users(env, 1_000)
     before_src = source_fingerprint(env)
-    config = RunConfig.from_params(users_conf(env, partitions=2, batch_size=100, profile="prod"), run_id="dry")
+    config = RunConfig.from_params(users_conf(env, partitions=2, batch_size=100, profile="prod", dry_run=True), run_id="dry")
     before = write_counters(env)
     if env.engine == "postgres":
         assert before["users_legacy"][0] == 1_000  # the counters are read, and flushed
@@ -146,6 +146,7 @@ def test_seed_script_end_to_end(env, tmp_path):
     doc = json.loads((tmp_path / "explain_plan.json").read_text())
     assert doc["source_table"] == "users_legacy" and doc["target_table"] == "users_new"
     assert doc["batch_size"] == 1000 and doc["profile"] == "prod"
+    assert [p for p in doc["policy_refusals"] if "a ramp with no error signal" in p], doc["policy_refusals"]
     assert doc["partitions"][0]["first_batches"] == [
         {"lo_exclusive": 0, "hi": 1000, "keys": 1000},
         {"lo_exclusive": 1000, "hi": 2000, "keys": 1000},

@@ -7,15 +7,18 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
+from zdt_backfill.errors import ConfigError
 from zdt_backfill.routing.flags import FLAGS, LEGACY, NEW, FlagValue, HttpFlagStore, TableFlagStore
 from zdt_backfill.routing.ramp import ramp
 from zdt_backfill.signals.errorsignal import HttpErrorSignal, SqlErrorSignal
+from zdt_backfill.signals.load import ThrottleQuery
 
 pytestmark = pytest.mark.integration
 
@@ -73,9 +76,54 @@ def test_sql_signal_reads_a_rate_read_only(env):
     assert math.isnan(SqlErrorSignal(env.db, "SELECT total FROM app_http_stats WHERE total < 0").read())
     assert math.isnan(SqlErrorSignal(env.db, "SELECT 'x'").read())
     assert math.isnan(SqlErrorSignal(env.db, "SELECT * FROM no_such_table").read())
-    # the session is read-only and rolled back: a write through the "query" changes nothing
-    assert math.isnan(SqlErrorSignal(env.db, "UPDATE app_http_stats SET errors_5xx = 0").read())
+    # a write is refused before it runs (the query guard) ...
+    with pytest.raises(ConfigError, match="one plain SELECT"):
+        SqlErrorSignal(env.db, "UPDATE app_http_stats SET errors_5xx = 0")
+    # ... and the session is read-only and rolled back all the same: a write slipped past the
+    # guard changes nothing
+    signal = SqlErrorSignal(env.db, "SELECT 1")
+    signal.query = "UPDATE app_http_stats SET errors_5xx = 0"
+    assert math.isnan(signal.read())
     assert env.scalar("SELECT errors_5xx FROM app_http_stats") == 5
+
+
+#: A read that passes the guard and runs for minutes: a three-way cross join of the catalog.
+SLOW_SQL = {
+    "postgres": "SELECT count(*) FROM pg_catalog.pg_attribute a, pg_catalog.pg_attribute b, pg_catalog.pg_attribute c",
+    "mysql": "SELECT count(*) FROM information_schema.COLUMNS a, information_schema.COLUMNS b, information_schema.COLUMNS c",
+}
+
+
+@pytest.mark.parametrize("probe", ["throttle_query", "error_signal_sql"])
+def test_a_slow_probe_query_is_cut_off_by_its_statement_timeout_and_reads_as_failing(env, probe):
+    """Issue 22: a probe query runs read-only under a statement timeout on every engine (MySQL's
+    max_execution_time, MariaDB's max_statement_time), so a slow one cannot wedge the batch loop."""
+    sql = SLOW_SQL[env.engine]
+    reader = (ThrottleQuery(env.db, sql, timeout_seconds=1.0) if probe == "throttle_query"
+              else SqlErrorSignal(env.db, sql, timeout_seconds=1.0))
+    start = time.monotonic()
+    value = reader.read()
+    took = time.monotonic() - start
+    assert math.isnan(value) and took < 4.0, (value, took)
+    # nothing of it is left running on the server
+    if env.engine == "postgres":
+        left = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%%pg_attribute a, pg_catalog%%' AND pid <> pg_backend_pid()"
+    else:
+        left = ("SELECT count(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE '%%COLUMNS a, information_schema%%' "
+                "AND ID <> CONNECTION_ID()")
+    assert env.scalar(left) == 0
+
+
+@pytest.mark.parametrize("probe", ["throttle_query", "error_signal_sql"])
+def test_a_probe_query_that_writes_kills_or_sleeps_is_refused_before_it_runs(env, probe):
+    make_stats(env, 10_000, 5)
+    cls = ThrottleQuery if probe == "throttle_query" else SqlErrorSignal
+    kill = ("SELECT pg_terminate_backend(pid) FROM pg_stat_activity" if env.engine == "postgres"
+            else "SELECT SLEEP(100000)")
+    for bad in (kill, "WITH gone AS (DELETE FROM app_http_stats RETURNING 1) SELECT count(*) FROM gone"):
+        with pytest.raises(ConfigError, match=probe):
+            cls(env.db, bad)
+    assert env.scalar("SELECT count(*) FROM app_http_stats") == 1
 
 
 @pytest.mark.parametrize("errors, ok", [(5, True), (50, False)])  # 0.05 % forward, 0.5 % back to legacy

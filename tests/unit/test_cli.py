@@ -21,7 +21,7 @@ from zdt_backfill import cli
 ROOT = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 CONF = {"source_table": "users_legacy", "target_table": "users_new", "key": "id",
-        "columns": {"email_normalized": "lower(trim(email))"}}
+        "columns": {"email_normalized": "lower(trim(email))"}, "allow_unwatched_ramp": True}
 
 
 @pytest.fixture(autouse=True)

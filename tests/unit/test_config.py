@@ -11,6 +11,7 @@ BASE = {
     "target_table": "users_new",
     "key": "id",
     "columns": {"email_normalized": "lower(trim(email))"},
+    "allow_unwatched_ramp": True,  # the default profile is prod, which refuses an unwatched ramp without it
 }
 
 
@@ -86,7 +87,7 @@ def test_run_control_defaults_come_from_the_profile():
     prod, dev = make(profile="prod"), make(profile="dev")
     assert (prod.approval, prod.soak_minutes, prod.ramp_watch_minutes) == ("required", 1440.0, 10.0)
     assert (dev.approval, dev.soak_minutes, dev.ramp_watch_minutes) == ("auto", 0.0, 0.0)
-    assert make(profile="prod", approval="auto", soak_minutes=5).soak_minutes == 5
+    assert make(profile="prod", soak_minutes=90).soak_minutes == 90
     assert prod.legacy_action == "keep" and prod.flag_store == "table"
     assert prod.write_flag == "users_new_write_path" and prod.routing_flag == "users_new_read_path"
     for bad in ({"approval": "maybe"}, {"legacy_action": "truncate"}, {"flag_store": "http"},
@@ -107,3 +108,35 @@ def test_secrets_are_masked_in_the_loggable_dict():
     assert c.cache_redis_url == "redis://app:s3cret@cache:6379/0"  # the engine still uses it
     assert c.to_dict()["cache_redis_url"] == "redis://app:***@cache:6379/0"
     assert "s3cret" not in str(c.to_dict())
+
+
+@pytest.mark.parametrize("conf, refused", [
+    ({"approval": "auto"}, "approval 'auto'"),
+    ({"soak_minutes": 59}, "soak_minutes 59 (the prod floor is 60 min"),
+    ({"soak_minutes": 0}, "soak_minutes 0"),
+    ({"legacy_action": "drop", "validation": "sampled"}, "legacy_action 'drop' after a sampled validation"),
+    ({"legacy_action": "rename", "validation": "sampled"}, "legacy_action 'rename' after a sampled validation"),
+    ({"allow_unwatched_ramp": False}, "a ramp with no error signal"),
+])
+def test_prod_refuses_a_run_with_no_human_no_soak_no_full_check_or_no_watch(conf, refused):
+    with pytest.raises(ConfigError, match=r"the prod profile refuses .*" + __import__("re").escape(refused)):
+        make(profile="prod", **conf)
+    # the same conf is accepted on staging, where rehearsals run unattended
+    assert make(profile="staging", **conf).profile.name == "staging"
+
+
+def test_prod_accepts_a_watched_ramp_and_records_the_override():
+    watched = make(profile="prod", allow_unwatched_ramp=False, error_signal_sql="SELECT 0")
+    assert watched.error_signal_sql == "SELECT 0" and not watched.allow_unwatched_ramp
+    assert make(profile="prod").to_dict()["allow_unwatched_ramp"] is True
+    assert make(profile="prod", legacy_action="drop").validation == "full"
+
+
+@pytest.mark.parametrize("pattern", ["*", "?*", "*:*", "[a-z]*", "\\*", " *"])
+def test_a_cache_pattern_without_a_literal_prefix_is_refused(pattern):
+    with pytest.raises(ConfigError, match="literal key prefix"):
+        make(cache_redis_url="redis://localhost:6379/0", cache_key_pattern=pattern)
+
+
+def test_a_cache_pattern_with_a_literal_prefix_is_accepted():
+    assert make(cache_redis_url="redis://localhost:6379/0", cache_key_pattern="users:*").cache_key_pattern == "users:*"

@@ -312,7 +312,7 @@ def test_the_ceiling_is_shared_by_the_planned_partitions():
     from zdt_backfill.config import RunConfig
 
     c = RunConfig.from_params({"conn_id": "c", "source_table": "a", "target_table": "b", "columns": {"x": "y"},
-                               "profile": "prod", "partitions": 4})
+                               "profile": "prod", "partitions": 4, "allow_unwatched_ramp": True})
     assert c.rate_per_partition() == 125.0  # asked for 4
     assert c.rate_per_partition(planned=1) == 500.0  # a small table got one partition: it gets it all
 

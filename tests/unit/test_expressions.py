@@ -9,7 +9,9 @@ from zdt_backfill.expressions import (
     NON_DETERMINISTIC,
     SIDE_EFFECTS,
     check_expression,
+    check_query,
     expression_problems,
+    query_problems,
 )
 
 ACCEPTED = [
@@ -120,3 +122,59 @@ def test_check_expression_raises_a_config_error_naming_column_and_expression():
 def test_every_problem_is_listed_once():
     problems = expression_problems("now() || random() || now()", "postgres")
     assert len(problems) == 2 and "now()" in problems[0] and "random()" in problems[1]
+
+
+@pytest.mark.parametrize("name", ["dblink_connect", "query_to_xml_and_xmlschema", "pg_switch_wal", "pg_reload_conf",
+                                  "lo_from_bytea", "database_to_xml", "set_config"])
+def test_allow_functions_never_admits_a_server_function(name):
+    problems = expression_problems(f"{name}(email)", "postgres", allow_functions=[name])
+    assert problems and ("server function" in problems[0] or "side effects" in problems[0]), problems
+
+
+@pytest.mark.parametrize("engine, sql", [
+    ("postgres", "repeat(email, 100000000)"), ("postgres", "lpad(email, id, 'x')"), ("mysql", "rpad(email, 20000, ' ')"),
+    ("mysql", "space(1000000)"), ("postgres", "repeat(email, length(email))"),
+])
+def test_generated_strings_need_a_small_literal_length(engine, sql):
+    problems = expression_problems(sql, engine)
+    assert problems and "literal length of at most 10000" in problems[0], problems
+
+
+@pytest.mark.parametrize("engine, sql", [("postgres", "lpad(id::text, 12, '0')"), ("mysql", "rpad(email, 64, ' ')"),
+                                         ("postgres", "repeat('-', 3)")])
+def test_generated_strings_with_a_small_literal_length_pass(engine, sql):
+    assert expression_problems(sql, engine) == []
+
+
+@pytest.mark.parametrize("engine, sql", [
+    ("postgres", "SELECT 100.0 * errors_5xx / nullif(total, 0) FROM app_http_stats"),
+    ("postgres", "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"),
+    ("postgres", "SELECT coalesce(extract(epoch from now() - pg_last_xact_replay_timestamp()), 0)"),
+    ("postgres", "SELECT max(depth) FROM (SELECT count(*) AS depth FROM jobs GROUP BY queue) q"),
+    ("mysql", "SELECT VARIABLE_VALUE FROM performance_schema.global_status WHERE VARIABLE_NAME = 'Threads_running'"),
+    ("mysql", "SELECT COUNT(*) FROM information_schema.processlist WHERE command <> 'Sleep'"),
+])
+def test_read_only_probe_queries_are_accepted(engine, sql):
+    assert query_problems(sql, engine) == []
+
+
+@pytest.mark.parametrize("engine, sql, reason", [
+    ("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'app'", "side effects"),
+    ("postgres", "WITH gone AS (DELETE FROM users_legacy RETURNING 1) SELECT count(*) FROM gone", "DELETE is not read-only"),
+    ("postgres", "WITH x AS (UPDATE users_legacy SET email = '' RETURNING 1) SELECT 1", "UPDATE is not read-only"),
+    ("mysql", "SELECT SLEEP(100000)", "sleep() has side effects"),
+    ("postgres", "SELECT pg_sleep(100000)", "side effects"),
+    ("postgres", "SELECT count(*) FROM jobs FOR UPDATE", "LOCK is not read-only"),
+    ("postgres", "SELECT 1 INTO stash", "INTO is not read-only"),
+    ("postgres", "SELECT 1 UNION SELECT 2", "one plain SELECT"),
+    ("postgres", "DELETE FROM jobs", "one plain SELECT"),
+    ("postgres", "SELECT 1; SELECT 2", "statement separators"),
+    ("postgres", "SELECT dblink_exec('x', 'DROP TABLE t')", "side effects"),
+    ("postgres", "SELECT my_function(1)", "not on the probe queries' allow-list"),
+    ("mysql", "SELECT GET_LOCK('x', 100)", "side effects"),
+])
+def test_probe_queries_that_write_wait_or_lock_are_refused(engine, sql, reason):
+    problems = query_problems(sql, engine)
+    assert problems and reason in " ".join(problems), problems
+    with pytest.raises(ConfigError, match="throttle_query"):
+        check_query(sql, "throttle_query", engine)

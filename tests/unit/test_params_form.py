@@ -79,9 +79,15 @@ def test_fill_only_and_list_fields_are_optional_in_copy_mode():
         assert "null" in PARAMS[name].schema["type"], name
     for validate in (sdk_validate, server_validate):
         assert validate(legacy_columns=None, allow_functions=None)["legacy_columns"] is None
-    conf = {k: v for k, v in sdk_validate(legacy_columns=None, allow_functions=None).items()}
+    conf = {k: v for k, v in sdk_validate(legacy_columns=None, allow_functions=None, allow_unwatched_ramp=True).items()}
     c = RunConfig.from_params(conf, run_id="r")
     assert c.legacy_columns == () and c.allow_functions == ()
+
+
+def test_the_forms_defaults_are_prod_and_prod_refuses_an_unwatched_ramp_until_told():
+    with pytest.raises(ConfigError, match="the prod profile refuses a ramp with no error signal"):
+        RunConfig.from_params(dict(sdk_validate()), run_id="r")
+    assert RunConfig.from_params(dict(sdk_validate(allow_unwatched_ramp=True)), run_id="r").profile.name == "prod"
 
 
 @pytest.mark.parametrize(

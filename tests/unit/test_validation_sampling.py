@@ -13,7 +13,7 @@ from zdt_backfill.verify.checklist import failed_data_items
 from zdt_backfill.verify.checksum import sample_size
 
 BASE = {"conn_id": "c", "source_table": "a", "target_table": "b", "key": "id", "columns": {"x": "y"},
-        "dual_write": "assumed"}
+        "dual_write": "assumed", "allow_unwatched_ramp": True}
 
 
 def test_sample_size_is_the_zero_failure_sample():

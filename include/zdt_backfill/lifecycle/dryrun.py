@@ -136,6 +136,7 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
         "key": c.key,
         "key_index": plan.key_index,
         "profile": c.profile.name,
+        "policy_refusals": c.policy_problems(),
         "batch_size": c.batch_size,
         "first_batch_size": first_size,
         "min_key": plan.min_key,

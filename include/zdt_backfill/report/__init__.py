@@ -243,6 +243,8 @@ def to_markdown(r: dict[str, Any]) -> str:
                      f"{r['repair'].get('failed_keys') or 'none'}")
     for a in r.get("approvals") or []:
         lines.append(f"- approval ({a.get('what')}): {a.get('option')} by {a.get('user')}")
+    if (r.get("config") or {}).get("allow_unwatched_ramp"):
+        lines.append("- override: allow_unwatched_ramp (the read ramp may run with no error signal)")
     if r.get("legacy_kept"):
         lines.append(f"- legacy schema kept: {r['legacy_kept']}")
     lines.append("- states: " + " -> ".join([str(t["to"]) for t in r.get("transitions") or []] or ["(none)"]))

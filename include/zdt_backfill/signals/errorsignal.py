@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..db import Database
 from ..errors import ConfigError
+from ..expressions import check_query
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,14 @@ class SqlErrorSignal:
     :param db: the database the query runs on (often the application's, or a metrics DB).
     :param query: one statement, no ``;``.
     :param timeout_seconds: statement timeout (s).
-    :raises ConfigError: (constructor) an empty query or one containing ``;``.
+    :raises ConfigError: (constructor) an empty query, or one that is not one read-only
+        ``SELECT`` (:func:`~zdt_backfill.expressions.query_problems`).
     """
 
     def __init__(self, db: Database, query: str, timeout_seconds: float = 5.0, name: str | None = None) -> None:
         if not isinstance(query, str) or not query.strip():
             raise ConfigError("the error-rate query must be a non-empty SQL string")
-        if ";" in query:
-            raise ConfigError("the error-rate query must be a single statement without ';'")
+        check_query(query, "error_signal_sql", db.dialect.name)
         self.db = db
         self.query = query.strip()
         self.timeout_seconds = timeout_seconds

@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from ..db import Database
+from ..expressions import check_query
 
 log = logging.getLogger(__name__)
 
@@ -75,18 +76,31 @@ class LoadCollector:
 
 class ThrottleQuery:
     """gh-ost's ``--throttle-query``: one read-only ``SELECT`` returning a number (CPU %, a
-    queue depth...), compared with ``throttle_query_max``. Unreadable reads as NaN (holds)."""
+    queue depth...), compared with ``throttle_query_max``. Unreadable reads as NaN (holds).
 
-    def __init__(self, db: Database, query: str) -> None:
+    The query passes :func:`~zdt_backfill.expressions.query_problems` (one plain ``SELECT``,
+    allow-listed functions, nothing that writes, waits or locks), and runs in a read-only
+    transaction that is rolled back, with a statement timeout of ``timeout_seconds`` (at most
+    5 s) on both engines: PostgreSQL ``statement_timeout``, MySQL ``max_execution_time``,
+    MariaDB ``max_statement_time``. A query that runs longer reads as NaN: the batch loop holds
+    and goes on asking, it is never wedged.
+
+    :raises ConfigError: (constructor) the query is not one read-only ``SELECT``.
+    """
+
+    def __init__(self, db: Database, query: str, timeout_seconds: float = 5.0) -> None:
+        check_query(query, "throttle_query", db.dialect.name)
         self.db = db
         self.query = query
+        self.timeout_seconds = min(5.0, timeout_seconds)
 
     def read(self) -> float:
         try:
-            with self.db.session() as conn:
-                for sql, params in self.db.dialect.probe_session_setup(5.0):
-                    self.db.execute(conn, sql, params)
+            with self.db.session(tag="zdt_backfill throttle query", lock_timeout_s=self.timeout_seconds,
+                                 statement_timeout_s=self.timeout_seconds) as conn:
+                self.db.execute(conn, self.db.dialect.read_only_begin_sql())
                 rows = self.db.query(conn, self.query.replace("%", "%%"))
+                conn.rollback()
             return float(rows[0][0]) if rows and rows[0] and rows[0][0] is not None else float("nan")
         except Exception as exc:
             log.warning("throttle query failed (holding): %s", exc)
