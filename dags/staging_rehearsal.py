@@ -7,7 +7,7 @@ See :mod:`zdt_airflow.rehearsal`.
 """
 
 from zdt_airflow.dag_factory import build_backfill_dag
-from zdt_airflow.rehearsal import STAGING_DEFAULTS, post_report, schedule_from_variable
+from zdt_airflow.rehearsal import STAGING_DEFAULTS, post_report, require_staging, schedule_from_variable
 
 dag = build_backfill_dag(
     "staging_rehearsal",
@@ -16,4 +16,5 @@ dag = build_backfill_dag(
     tags=["backfill", "staging", "rehearsal"],
     description="Scheduled staging rehearsal of the zero-downtime backfill; restores staging at the end",
     post_report=post_report,
+    pre_check=require_staging,
 )

@@ -268,8 +268,11 @@ def backfill_dag(airflow_db):
     return bag.dags["zero_downtime_backfill"]
 
 
-def run_dag(dag, env, monkeypatch, conf):
+def run_dag(dag, env, monkeypatch, conf, conn_extra=None):
+    """``dag.test`` with ``env``'s connections; ``conn_extra`` is merged into the primary's extra."""
     for k, v in env.conn_env.items():
+        if conn_extra and k == f"AIRFLOW_CONN_{env.conn_id.upper()}":
+            v = json.dumps({**json.loads(v), "extra": conn_extra})
         monkeypatch.setenv(k, v)
     dr = dag.test(run_conf=conf)
     states = {ti.task_id: ti.state for ti in dr.get_task_instances()}

@@ -44,7 +44,7 @@ from zdt_airflow.operators import (
     ValidateOperator,
 )
 from zdt_airflow.sensors import ReplicaLagSensor
-from zdt_backfill.config import MAX_BATCH_SIZE, MAX_PARTITIONS, PROFILES
+from zdt_backfill.config import MAX_BATCH_SIZE, MAX_PARTITIONS, PROFILES, RunConfig
 
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: Each Param's schema names JSON Schema draft-07 (every keyword the form uses is in it). Airflow
@@ -330,6 +330,7 @@ def build_backfill_dag(
     description: str = "Zero-downtime backfill through the expand/contract compatibility windows",
     partition_retries: int = 3,
     post_report: Callable[..., None] | None = None,
+    pre_check: Callable[[RunConfig], None] | None = None,
 ) -> DAG:
     """Build the backfill DAG.
 
@@ -339,6 +340,8 @@ def build_backfill_dag(
     :param partition_retries: retries of each partition task (each resumes from its checkpoint).
     :param post_report: ``(config, db, report)`` called by the report task before the report is
         stored (the staging rehearsal's restore and comparison; see :mod:`zdt_airflow.rehearsal`).
+    :param pre_check: ``(config)`` called by pre-flight before anything else; it raises to refuse
+        the run (the staging rehearsal's :func:`~zdt_airflow.rehearsal.require_staging`).
     """
     with DAG(
         dag_id=dag_id,
@@ -354,7 +357,7 @@ def build_backfill_dag(
         doc_md=__doc__,
     ) as dag:
         with TaskGroup("preflight", tooltip="Read-only checks, partition plan, run lock"):
-            check = PreflightOperator(task_id="check")
+            check = PreflightOperator(task_id="check", pre_check=pre_check)
         with TaskGroup("dual_write", tooltip="Application writes both schemas"):
             confirm = DualWriteOperator(task_id="confirm")
         with TaskGroup("backfill", tooltip="Keyset batches per key-range partition"):

@@ -14,6 +14,10 @@ from zdt_backfill.db import Database
 from zdt_backfill.dialects import dialect_for
 from zdt_backfill.errors import ConfigError
 
+#: Connection extras this project reads itself (never passed to the driver):
+#: ``zdt_environment`` marks a connection as ``staging`` for the rehearsal.
+PROJECT_EXTRAS = ("zdt_environment",)
+
 #: Airflow connection type -> (provider hook module, class, its connection-id argument).
 PROVIDER_HOOKS: dict[str, tuple[str, str, str]] = {
     "postgres": ("airflow.providers.postgres.hooks.postgres", "PostgresHook", "postgres_conn_id"),
@@ -54,7 +58,10 @@ class BackfillHook(BaseHook):
         import importlib
 
         module, cls, arg = PROVIDER_HOOKS[self._conn_type()]
-        return getattr(importlib.import_module(module), cls)(**{arg: self.conn_id})
+        hook = getattr(importlib.import_module(module), cls)(**{arg: self.conn_id})
+        if hasattr(hook, "ignored_extra_options"):  # PostgresHook passes other extras to psycopg
+            hook.ignored_extra_options = set(hook.ignored_extra_options) | set(PROJECT_EXTRAS)
+        return hook
 
     def get_database(self) -> Database:
         """The engine's view of this connection (through PostgresHook / MySqlHook; MySQL

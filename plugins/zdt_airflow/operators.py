@@ -135,11 +135,17 @@ class PreflightOperator(BackfillOperator):
 
     run_step = "preflight"
 
+    def __init__(self, *, pre_check: Callable[[RunConfig], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.pre_check = pre_check
+
     def run(self, runner, context):
         import time
 
         config = runner.config
         self.log.info("config: %s", config.describe())
+        if self.pre_check is not None:
+            self.pre_check(config)  # raises to refuse; nothing has been read or written yet
         if config.dry_run:
             import json
 

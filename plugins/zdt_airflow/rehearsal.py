@@ -6,6 +6,10 @@ puts staging back as it found it and compares itself with the previous rehearsal
 - Defaults: the staging profile, ``approval: auto``, ``dual_write: assumed`` (no application
   writes staging), ``legacy_action: keep``, connections ``backfill_staging`` and
   ``backfill_staging_replica``; a triggered run's conf overrides any of them.
+- Staging only: the rehearsal refuses to start, and refuses to restore, unless its connection
+  (``conn_id``) is marked as staging by the extra field ``{"zdt_environment": "staging"}``
+  (:func:`require_staging`, read from Airflow's connection right before each). It auto-approves
+  and truncates, so a conf naming a production connection must not get that far.
 - At the end (the report task, a teardown that runs whatever happened) the engine's
   :func:`zdt_backfill.lifecycle.rollback.restore_staging`
   flips both routing flags back to legacy, truncates the rehearsal's own target table, restores
@@ -23,6 +27,7 @@ import logging
 import os
 from typing import Any
 
+from zdt_airflow.hooks import PROJECT_EXTRAS
 from zdt_backfill import report
 from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
@@ -45,6 +50,32 @@ STAGING_DEFAULTS: dict[str, Any] = {
     "dual_write": "assumed",
     "legacy_action": "keep",
 }
+
+
+#: The connection extra that marks a connection as staging (one of the hooks' PROJECT_EXTRAS), and its value.
+ENVIRONMENT_EXTRA = PROJECT_EXTRAS[0]
+STAGING = "staging"
+
+
+def require_staging(config: RunConfig) -> None:
+    """Refuse unless the run's connection is marked as staging (``extra``:
+    ``{"zdt_environment": "staging"}``), read from Airflow's connection right before acting.
+
+    :raises ConfigError: the connection is not marked, or is marked as something else; nothing
+        has run or been truncated.
+    """
+    from airflow.sdk import BaseHook
+
+    from zdt_backfill.errors import ConfigError
+
+    extra = BaseHook.get_connection(config.conn_id).extra_dejson or {}
+    marked = extra.get(ENVIRONMENT_EXTRA)
+    if marked != STAGING:
+        raise ConfigError(
+            f"connection {config.conn_id!r} is not marked as staging (its extra {ENVIRONMENT_EXTRA!r} is "
+            f"{marked!r}): the staging rehearsal auto-approves and truncates its target, so it runs only on a "
+            f'connection whose extra holds {{"{ENVIRONMENT_EXTRA}": "{STAGING}"}}. Nothing was changed.'
+        )
 
 
 def _variable(name: str, default: str) -> str:
@@ -84,6 +115,7 @@ def post_report(config: RunConfig, db: Database, r: dict[str, Any]) -> None:
     r["rehearsal"] = {}
     error: Exception | None = None
     try:
+        require_staging(config)  # again, right before the truncate: the connection may have changed
         store = flag_store_for(config.flag_store, db, config.flag_store_url)
         r["rehearsal"]["restore"] = Runner(config, db, owner="rehearsal.restore", flag_store=store).restore_staging()
     except Exception as exc:

@@ -14,6 +14,7 @@ from conftest import ROOT, run_dag, seed_users, users_conf
 pytestmark = pytest.mark.e2e
 
 ROWS = 2_000
+STAGING_MARK = {"zdt_environment": "staging"}
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_a_rehearsal_contracts_restores_staging_and_compares_with_the_previous_o
     conf = users_conf(env, profile="staging", approval="auto", replica_conn_ids=[env.replica_conn_id],
                       ramp_watch_minutes=0, max_rows_per_second=20_000, batch_size=500)
 
-    dr1, states1, first = run_dag(rehearsal_dag, env, monkeypatch, conf)
+    dr1, states1, first = run_dag(rehearsal_dag, env, monkeypatch, conf, conn_extra=STAGING_MARK)
     assert str(dr1.state) == "success", states1
     assert first["state"] == "contracted" and first["rows_written"] == ROWS
     assert first["validation"]["mismatched"] == 0
@@ -52,7 +53,7 @@ def test_a_rehearsal_contracts_restores_staging_and_compares_with_the_previous_o
     assert first["rehearsal"]["comparison"]["previous_runs"] == []
     _assert_staging_restored(env)
 
-    dr2, states2, second = run_dag(rehearsal_dag, env, monkeypatch, conf)
+    dr2, states2, second = run_dag(rehearsal_dag, env, monkeypatch, conf, conn_extra=STAGING_MARK)
     assert str(dr2.state) == "success", states2
     assert second["state"] == "contracted" and second["rows_written"] == ROWS  # restored: copied again in full
     _assert_staging_restored(env)
@@ -67,3 +68,20 @@ def test_a_rehearsal_contracts_restores_staging_and_compares_with_the_previous_o
     notes = [body["note"] for method, path, body, _ in calls if method == "PATCH" and "staging_rehearsal" in path]
     assert len(notes) == 2 and notes[1].startswith("contracted: ") and "2,000 rows written" in notes[1]
     assert "validation exact" in notes[1] and f"run_id = '{dr2.run_id}'" in notes[1]
+
+
+@pytest.mark.parametrize("env", ["postgres"], indirect=True)
+@pytest.mark.parametrize("extra", [None, {"zdt_environment": "prod"}])
+def test_the_rehearsal_refuses_a_connection_not_marked_as_staging_and_changes_nothing(env, rehearsal_dag, monkeypatch,
+                                                                                       extra):
+    """Issue 22: the rehearsal auto-approves and truncates; on a connection not marked as staging
+    (a production one named in its conf) it refuses in pre-flight, before any read or write."""
+    seed_users(env, ROWS)
+    conf = users_conf(env, profile="staging", approval="auto", ramp_watch_minutes=0, batch_size=500)
+    dr, states, _ = run_dag(rehearsal_dag, env, monkeypatch, conf, conn_extra=extra)
+    assert str(dr.state) == "failed", states
+    assert states["preflight.check"] == "failed" and states["backfill.copy_partition"] != "success"
+    assert env.scalar("SELECT count(*) FROM users_new") == 0
+    assert env.scalar("SELECT count(*) FROM users_legacy") == ROWS
+    tables = env.scalar("SELECT count(*) FROM information_schema.tables WHERE table_name LIKE 'zdt_%%'")
+    assert tables == 0  # no control table, no lock, no flag: nothing was written
