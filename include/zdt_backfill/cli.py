@@ -31,7 +31,9 @@ import os
 import sys
 from pathlib import Path
 from typing import Any, Sequence
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from .redact import mask_url
 
 DISTRIBUTION = "zero-downtime-backfill"
 URL_ENV = "ZDT_BACKFILL_URL"
@@ -372,6 +374,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     params = read_conf(args.conf)
     params.setdefault("conn_id", "cli")  # names an Airflow connection; --url replaces it here
     params["replica_conn_ids"] = [mask_url(u) for u in args.replica_url]  # names, for the report
+    named = [f for f in ("flag_store_conn_id", "error_signal_conn_id", "cache_conn_id") if params.get(f)]
+    if named:
+        raise UsageError(f"{', '.join(named)} name Airflow connections, which zdt-backfill run does not read: "
+                         "give the matching *_url fields instead")
     if args.schema is not None:
         params["schema"] = args.schema
     if params.get("flag_store") == "variable":
@@ -426,15 +432,6 @@ def read_conf(value: str) -> dict[str, Any]:
     if not isinstance(conf, dict):
         raise UsageError(f"{origin} must hold a JSON object (the DAG run's conf), not {type(conf).__name__}")
     return conf
-
-
-def mask_url(url: str) -> str:
-    """``scheme://user:secret@host/db`` -> ``scheme://user:***@host/db``."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def one_line(exc: BaseException) -> str:

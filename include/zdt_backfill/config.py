@@ -12,10 +12,11 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .identifiers import validate_expression, validate_identifier
+from .redact import mask_url
 
 if TYPE_CHECKING:
     from .copying.chunker import BatchSizer
@@ -182,6 +183,9 @@ class RunConfig:
     validation_source: str = "primary"
     cache_redis_url: str | None = None
     cache_key_pattern: str | None = None
+    flag_store_conn_id: str | None = None
+    error_signal_conn_id: str | None = None
+    cache_conn_id: str | None = None
     run_id: str = "manual"
 
     # ------------------------------------------------------------------ building
@@ -272,12 +276,16 @@ class RunConfig:
         approval = _choice(p, "approval", APPROVAL_MODES, profile.approval)
         flag_store = _choice(p, "flag_store", FLAG_STORES, "table")
         flag_store_url = p.get("flag_store_url") or None
-        if flag_store == "http" and not flag_store_url:
-            raise ConfigError('flag_store "http" needs flag_store_url')
+        conn_ids = {name: _optional_conn_id(p, name) for name in ("flag_store_conn_id", "error_signal_conn_id",
+                                                                  "cache_conn_id")}
+        if flag_store_url and conn_ids["flag_store_conn_id"]:
+            raise ConfigError("give flag_store_url or flag_store_conn_id, not both")
+        if flag_store == "http" and not (flag_store_url or conn_ids["flag_store_conn_id"]):
+            raise ConfigError('flag_store "http" needs flag_store_conn_id (an Airflow HTTP connection) or flag_store_url')
         signal_sql = p.get("error_signal_sql") or None
         signal_url = p.get("error_signal_url") or None
-        if signal_sql and signal_url:
-            raise ConfigError("give error_signal_sql or error_signal_url, not both")
+        if sum(bool(x) for x in (signal_sql, signal_url, conn_ids["error_signal_conn_id"])) > 1:
+            raise ConfigError("give one of error_signal_sql, error_signal_url or error_signal_conn_id, not several")
         if signal_sql is not None and (not isinstance(signal_sql, str) or ";" in signal_sql):
             raise ConfigError("error_signal_sql must be one read-only SELECT returning a percentage, without ';'")
         throttle_query = p.get("throttle_query") or None
@@ -302,8 +310,10 @@ class RunConfig:
 
         redis_url = p.get("cache_redis_url") or None
         pattern = p.get("cache_key_pattern") or None
-        if bool(redis_url) != bool(pattern):
-            raise ConfigError("cache_redis_url and cache_key_pattern go together")
+        if redis_url and conn_ids["cache_conn_id"]:
+            raise ConfigError("give cache_redis_url or cache_conn_id, not both")
+        if bool(redis_url or conn_ids["cache_conn_id"]) != bool(pattern):
+            raise ConfigError("cache_key_pattern goes with cache_conn_id (an Airflow Redis connection) or cache_redis_url")
         if pattern is not None and (not isinstance(pattern, str) or not _literal_prefix(pattern)):
             raise ConfigError(f"cache_key_pattern must start with a literal key prefix before its first glob "
                               f"character (* ? [ \\), like 'users:*'; {pattern!r} could clear the whole cache")
@@ -371,6 +381,7 @@ class RunConfig:
             validation_detect_pct=_float(p, "validation_detect_pct", 0.01, 0.0001, 50),
             validation_source=_choice(p, "validation_source", ("primary", "replica"), "primary"),
             allow_unwatched_ramp=_flag(p, "allow_unwatched_ramp"),
+            **conn_ids,
         )._checked_policy()
 
     def _checked_policy(self) -> "RunConfig":
@@ -400,25 +411,11 @@ class RunConfig:
         if self.legacy_action != "keep" and self.validation != "full":
             problems.append(f"legacy_action {self.legacy_action!r} after a {self.validation} validation "
                             "(dropping or renaming legacy needs a full, exact one)")
-        if not (self.error_signal_sql or self.error_signal_url) and not self.allow_unwatched_ramp:
-            problems.append("a ramp with no error signal (give error_signal_sql or error_signal_url, "
+        watched = self.error_signal_sql or self.error_signal_url or self.error_signal_conn_id
+        if not watched and not self.allow_unwatched_ramp:
+            problems.append("a ramp with no error signal (give error_signal_sql, error_signal_conn_id or error_signal_url, "
                             "or set allow_unwatched_ramp: true, recorded in the report)")
         return problems
-        problems = []
-        if self.approval == "auto":
-            problems.append("approval 'auto' (a human approves contract and rollback on prod)")
-        if self.soak_minutes < PROD_SOAK_FLOOR_MINUTES:
-            problems.append(f"soak_minutes {self.soak_minutes:g} (the prod floor is {PROD_SOAK_FLOOR_MINUTES:g} min: "
-                            "a deploy, its rollback and the first hourly jobs on the new schema)")
-        if self.legacy_action != "keep" and self.validation != "full":
-            problems.append(f"legacy_action {self.legacy_action!r} after a {self.validation} validation "
-                            "(dropping or renaming legacy needs a full, exact one)")
-        if not (self.error_signal_sql or self.error_signal_url) and not self.allow_unwatched_ramp:
-            problems.append("a ramp with no error signal (give error_signal_sql or error_signal_url, "
-                            "or set allow_unwatched_ramp: true, recorded in the report)")
-        if problems:
-            raise ConfigError("the prod profile refuses " + "; ".join(problems))
-        return self
 
     # ------------------------------------------------------------------ derived
     @property
@@ -467,28 +464,17 @@ class RunConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the resolved config (profile and thresholds expanded), safe to
-        log: a password in ``cache_redis_url`` is masked."""
+        log: every URL's secrets are masked (:func:`~zdt_backfill.redact.mask_url`)."""
         d = dataclasses.asdict(self)
         d["profile"] = self.profile.name
         for name in ("cache_redis_url", "flag_store_url", "error_signal_url"):
-            d[name] = _mask_password(d[name])
+            d[name] = mask_url(d[name])
         d["replica_conn_ids"] = list(self.replica_conn_ids)
         d["legacy_columns"] = list(self.legacy_columns)
         return d
 
 
 # ---------------------------------------------------------------------- helpers
-def _mask_password(url: str | None) -> str | None:
-    """``redis://user:secret@host`` -> ``redis://user:***@host``."""
-    if not url:
-        return url
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _required(p: Mapping[str, Any], name: str) -> Any:
     if p.get(name) in (None, ""):
         raise ConfigError(f"{name} is required")
@@ -553,6 +539,13 @@ def _literal_prefix(pattern: str) -> str:
     """The characters of a Redis ``SCAN MATCH`` pattern before its first glob character."""
     cut = min((i for i in (pattern.find(ch) for ch in "*?[\\") if i >= 0), default=len(pattern))
     return pattern[:cut].strip()
+
+
+def _optional_conn_id(p: Mapping[str, Any], name: str) -> str | None:
+    v = p.get(name) or None
+    if v is not None and (not isinstance(v, str) or not v.strip() or len(v) > 250):
+        raise ConfigError(f"{name} must name an Airflow connection (a non-empty string), got {v!r}")
+    return v
 
 
 def _flag(p: Mapping[str, Any], name: str) -> bool:

@@ -7,12 +7,15 @@ the connection's ``conn_type``; the engine only sees a connection factory and a 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote as url_quote
 
 from airflow.sdk import BaseHook
 
+from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
 from zdt_backfill.dialects import dialect_for
 from zdt_backfill.errors import ConfigError
+from zdt_backfill.redact import secrets_in
 
 #: Connection extras this project reads itself (never passed to the driver):
 #: ``zdt_environment`` marks a connection as ``staging`` for the rehearsal.
@@ -86,3 +89,61 @@ class BackfillHook(BaseHook):
         c = self.get_connection(self.conn_id)
         return Database.direct(self._conn_type(), c.host or "127.0.0.1", c.port, c.login or "", c.password or "", c.schema or "",
                                schema=self.schema, name=self.conn_id, timeout_s=timeout_s)
+
+
+def with_connections(config: RunConfig) -> RunConfig:
+    """The run's config with the URLs of its Airflow connections filled in: ``flag_store_conn_id``
+    and ``error_signal_conn_id`` (HTTP connections: scheme from the connection's schema field,
+    ``http`` by default; host, port, login / password as basic auth; extra ``endpoint`` as the
+    path) and ``cache_conn_id`` (a Redis connection: host, port, password, extra ``db`` and
+    ``ssl``). Every secret of every URL the run uses is registered with Airflow's secrets
+    masker, so a task log never shows it; the stored config and the report mask them too
+    (:func:`zdt_backfill.redact.mask_url`).
+
+    :raises ConfigError: a named connection does not exist.
+    """
+    import dataclasses
+
+    from airflow.sdk.log import mask_secret
+
+    changes: dict[str, str] = {}
+    for field, url_field, build in (("flag_store_conn_id", "flag_store_url", _http_url),
+                                    ("error_signal_conn_id", "error_signal_url", _http_url),
+                                    ("cache_conn_id", "cache_redis_url", _redis_url)):
+        conn_id = getattr(config, field)
+        if conn_id:
+            try:
+                conn = BaseHook.get_connection(conn_id)
+            except Exception as exc:
+                raise ConfigError(f"{field} {conn_id!r}: no such Airflow connection ({type(exc).__name__})") from None
+            changes[url_field] = build(conn)
+            if conn.password:
+                mask_secret(conn.password)
+    resolved = dataclasses.replace(config, **changes) if changes else config
+    for url in (resolved.flag_store_url, resolved.error_signal_url, resolved.cache_redis_url):
+        for secret in secrets_in(url):
+            mask_secret(secret)
+    return resolved
+
+
+def _userinfo(conn: Any) -> str:
+    if not (conn.login or conn.password):
+        return ""
+    return f"{url_quote(conn.login or '', safe='')}:{url_quote(conn.password or '', safe='')}@"
+
+
+def _http_url(conn: Any) -> str:
+    host = (conn.host or "").rstrip("/")
+    if "://" in host:
+        scheme, host = host.split("://", 1)
+    else:
+        scheme = conn.schema if conn.schema in ("http", "https") else "http"
+    port = f":{conn.port}" if conn.port else ""
+    endpoint = str((conn.extra_dejson or {}).get("endpoint") or "").strip("/")
+    return f"{scheme}://{_userinfo(conn)}{host}{port}" + (f"/{endpoint}" if endpoint else "")
+
+
+def _redis_url(conn: Any) -> str:
+    extra = conn.extra_dejson or {}
+    scheme = "rediss" if extra.get("ssl") else "redis"
+    return f"{scheme}://{_userinfo(conn)}{conn.host or '127.0.0.1'}:{conn.port or 6379}/{int(extra.get('db') or 0)}"

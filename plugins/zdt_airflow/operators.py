@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from zdt_airflow import metrics
 from zdt_airflow.control import variable_control
 from zdt_airflow.flagstores import flag_store_for
-from zdt_airflow.hooks import BackfillHook
+from zdt_airflow.hooks import BackfillHook, with_connections
 from zdt_backfill import lifecycle, report
 from zdt_backfill.config import RunConfig
 from zdt_backfill.copying.chunker import Chunk, Partition
@@ -60,7 +60,7 @@ def fail_permanent(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def config_and_db(context: Context) -> tuple[RunConfig, Database]:
     """The run's :class:`RunConfig` (from ``context["params"]``) and its database."""
-    config = RunConfig.from_params(context["params"], run_id=context["run_id"])
+    config = with_connections(RunConfig.from_params(context["params"], run_id=context["run_id"]))
     return config, BackfillHook(config.conn_id, config.schema).get_database()
 
 

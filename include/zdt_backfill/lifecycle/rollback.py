@@ -31,6 +31,7 @@ from ..config import RunConfig
 from ..copying.chunker import Partition
 from ..copying.copier import ROLLBACK, PartitionCopier, checkpoint_run_id
 from ..db import Database
+from ..redact import mask_url, scrub
 from ..signals.lag import LagProbe
 from ..state.checkpoint import CheckpointStore
 from ..state.runstate import ROLLED_BACK, RunHandle
@@ -136,6 +137,11 @@ def clear_caches(config: RunConfig, handle: RunHandle | None = None) -> dict[str
                 batch.clear()
         if batch:
             cleared += client.unlink(*batch)
+    except Exception as exc:  # redis quotes its URL in some errors: never its password
+        text = scrub(str(exc), [config.cache_redis_url])
+        if text == str(exc):
+            raise
+        raise RuntimeError(f"cache clear on {mask_url(config.cache_redis_url)} failed: {type(exc).__name__}: {text}") from None
     finally:
         client.close()
     return {"cleared": cleared, "pattern": config.cache_key_pattern}

@@ -26,14 +26,16 @@ only by the HTTP store.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Iterator, Protocol, runtime_checkable
 from urllib.parse import quote as url_quote
 
 from ..db import Database
 from ..dialects.schema import FLAGS
 from ..errors import ConfigError
+from ..redact import mask_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,10 @@ MAX_FLAG_LENGTH = 128
 
 
 # ---------------------------------------------------------------------- flag values
+class FlagStoreError(RuntimeError):
+    """A flag store's client failed; the message is scrubbed of the store URL's secrets."""
+
+
 @dataclass(frozen=True)
 class FlagValue:
     """The value of a routing flag.
@@ -241,7 +247,7 @@ class HttpFlagStore:
         self.url = url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self.headers = dict(headers or {})
-        self.name = f"http {self.url}"
+        self.name = f"http {mask_url(self.url)}"  # logged and recorded: never the URL's secrets
 
     def _flag_url(self, flag: str) -> str:
         return f"{self.url}/{url_quote(_check_flag(flag), safe='')}"
@@ -249,18 +255,31 @@ class HttpFlagStore:
     def get(self, flag: str) -> FlagValue | None:
         import httpx
 
-        r = httpx.get(self._flag_url(flag), headers=self.headers, timeout=self.timeout_seconds)
-        if r.status_code == 404:
-            return None
-        r.raise_for_status()
-        return FlagValue.from_dict(r.json())
+        with self._scrubbed():
+            r = httpx.get(self._flag_url(flag), headers=self.headers, timeout=self.timeout_seconds)
+            if r.status_code == 404:
+                return None
+            r.raise_for_status()
+            return FlagValue.from_dict(r.json())
 
     def set(self, flag: str, value: FlagValue, run_id: str) -> None:
         import httpx
 
-        r = httpx.put(self._flag_url(flag), json={**value.to_dict(), "run_id": run_id}, headers=self.headers,
-                      timeout=self.timeout_seconds)
-        r.raise_for_status()
+        with self._scrubbed():
+            r = httpx.put(self._flag_url(flag), json={**value.to_dict(), "run_id": run_id}, headers=self.headers,
+                          timeout=self.timeout_seconds)
+            r.raise_for_status()
+
+    @contextlib.contextmanager
+    def _scrubbed(self) -> Iterator[None]:
+        """Re-raise a client error without the URL's secrets (httpx quotes the URL)."""
+        try:
+            yield
+        except Exception as exc:
+            text = scrub(str(exc), [self.url])
+            if text == str(exc):
+                raise
+            raise FlagStoreError(f"{type(exc).__name__}: {text}") from None
 
 
 def flag_store_from_config(kind: str, db: Database | None = None, url: str | None = None) -> FlagStore:

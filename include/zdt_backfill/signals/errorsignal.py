@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..db import Database
 from ..errors import ConfigError
 from ..expressions import check_query
+from ..redact import mask_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class HttpErrorSignal:
         self.json_key = json_key
         self.timeout_seconds = timeout_seconds
         self.headers = dict(headers or {})
-        self.name = f"http {url}#{json_key}"
+        self.name = f"http {mask_url(url)}#{json_key}"  # logged and recorded: never the URL's secrets
 
     def read(self) -> float:
         try:
@@ -121,7 +122,7 @@ class HttpErrorSignal:
             r.raise_for_status()
             body = r.json()
         except Exception as exc:
-            log.warning("error signal %s unreadable: %s", self.name, exc)
+            log.warning("error signal %s unreadable: %s", self.name, scrub(str(exc), [self.url]))
             return math.nan
         raw = body.get(self.json_key) if isinstance(body, dict) else None
         value = _number(raw)
