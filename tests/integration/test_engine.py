@@ -171,7 +171,7 @@ def test_non_unique_or_unindexed_key_is_refused(env):
     env.sql("INSERT INTO s2 VALUES (1, 'a'), (1, 'b')")
     config = RunConfig.from_params(
         {"conn_id": "x", "source_table": "s2", "target_table": "t2", "key": "id", "columns": {"v": "v"},
-         "dual_write": "assumed"}, run_id="noindex")
+         "dual_write": "assumed", "profile": "dev"}, run_id="noindex")
     with pytest.raises(PreflightError, match="unique index"):
         run_preflight(config, env.db, [])
     assert control_tables(env) == []
@@ -464,7 +464,8 @@ def test_partial_unique_index_does_not_count_as_a_unique_key(pg_env):
     env.sql("CREATE UNIQUE INDEX s3_id ON s3 (id) WHERE v IS NOT NULL")
     env.sql("CREATE TABLE t3 (id bigint PRIMARY KEY, v text)")
     config = RunConfig.from_params({"conn_id": "x", "source_table": "s3", "target_table": "t3", "key": "id",
-                                    "columns": {"v": "v"}, "dual_write": "assumed"}, run_id="partial")
+                                    "columns": {"v": "v"}, "dual_write": "assumed",
+                                    "profile": "dev"}, run_id="partial")
     with pytest.raises(PreflightError, match="unique index"):
         run_preflight(config, env.db, [])
 

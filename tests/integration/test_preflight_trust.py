@@ -57,7 +57,7 @@ def test_a_null_able_key_is_refused(env):
     env.sql("INSERT INTO users_new VALUES (1, 'kept')")
     config = RunConfig.from_params(
         {"conn_id": env.conn_id, "source_table": "s", "target_table": "users_new", "key": "id",
-         "columns": {"email_normalized": "v"}, "dual_write": "assumed"}, run_id="nullkey")
+         "columns": {"email_normalized": "v"}, "dual_write": "assumed", "profile": "dev"}, run_id="nullkey")
     message = refused(env, config, "NULL-able")
     assert "key column 'id' of s is NULL-able" in message
 

@@ -204,13 +204,13 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         " ".join(f"expression for {col!r} ({c.columns[col]}): {'; '.join(p)}." for col, p in unsafe.items())
         if unsafe else f"{len(c.columns)} expression(s) read only the source row, deterministically",
     )
-    probes = {f: q for f, q in (("throttle_query", c.throttle_query), ("error_signal_sql", c.error_signal_sql)) if q}
-    bad_probes = {f: problems for f, q in probes.items() if (problems := query_problems(q, d.name))}
+    queries = {f: q for f, q in (("throttle_query", c.throttle_query), ("error_signal_sql", c.error_signal_sql)) if q}
+    bad_probes = {f: problems for f, q in queries.items() if (problems := query_problems(q, d.name))}
     checks.add(
         "probe_queries",
         not bad_probes,
-        " ".join(f"{f} ({probes[f]}): {'; '.join(p)}." for f, p in bad_probes.items())
-        if bad_probes else f"{len(probes)} probe quer{'y' if len(probes) == 1 else 'ies'}: one read-only SELECT each",
+        " ".join(f"{f} ({queries[f]}): {'; '.join(p)}." for f, p in bad_probes.items())
+        if bad_probes else f"{len(queries)} probe quer{'y' if len(queries) == 1 else 'ies'}: one read-only SELECT each",
     )
     missing = [col for col in c.columns if col not in tgt_cols]
     checks.add("target_columns", not missing, f"missing in target: {missing}" if missing else f"{len(c.columns)} target column(s) found")
