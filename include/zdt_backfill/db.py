@@ -184,6 +184,7 @@ class Database:
     def run_ddl(
         self, statements: list[tuple[str, tuple]], tag: str, lock_wait_s: float = DDL_LOCK_WAIT_SECONDS,
         attempts: int = DDL_ATTEMPTS, autocommit: bool = False, log_fn: Callable[[str], None] | None = None,
+        fence: Callable[[Any], None] | None = None,
     ) -> list[list[tuple]]:
         """Run DDL (or any statement that takes a table-level lock) with a bounded lock wait, retried.
 
@@ -200,7 +201,12 @@ class Database:
         :param attempts: attempts before giving up.
         :param autocommit: run outside a transaction (PostgreSQL ``VACUUM``).
         :param log_fn: called with each statement before it runs (destructive-step logging).
+        :param fence: the run's fence (:meth:`~zdt_backfill.state.runstate.RunHandle.fencer`), taken
+            in each attempt's transaction before the first statement: on PostgreSQL, whose DDL is
+            transactional, the statements commit under it; DDL that commits by itself (MySQL's,
+            ``autocommit``) is checked right before it runs.
         :returns: the rows of each statement.
+        :raises RunStoppedError: the fence did not hold (nothing was run; not retried).
         :raises Exception: the last transient error after ``attempts``, or the first permanent one.
         """
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
@@ -210,6 +216,10 @@ class Database:
                 for sql, params in self.dialect.ddl_session_setup(lock_wait_s, tag):
                     self.execute(conn, sql, params)
                 conn.commit()
+                if fence:
+                    fence(conn)
+                    if autocommit:
+                        conn.commit()
                 if autocommit:
                     self.dialect.set_autocommit(conn)
                 out = []
@@ -229,18 +239,22 @@ class Database:
             stop=stop_after_attempt(attempts), before_sleep=before_sleep, reraise=True,
         )(attempt)
 
-    def apply(self, statements: list[Statement], tag: str, lock_wait_s: float = DDL_LOCK_WAIT_SECONDS) -> None:
+    def apply(self, statements: list[Statement], tag: str, lock_wait_s: float = DDL_LOCK_WAIT_SECONDS,
+              fence: Callable[[Any], None] | None = None) -> None:
         """Run :class:`~.dialects.ddl.Statement` s in order: plain ones in one transaction, DDL ones
-        through :meth:`run_ddl` (bounded lock wait, retried)."""
+        through :meth:`run_ddl` (bounded lock wait, retried); each under ``fence`` when given
+        (see :meth:`run_ddl`)."""
         plain = [s for s in statements if not s.ddl]
         if plain:
             with self.session() as conn:
+                if fence:
+                    fence(conn)
                 for s in plain:
                     self.query(conn, s.sql, s.params)
                 conn.commit()
         ddl = [(s.sql, s.params) for s in statements if s.ddl]
         if ddl:
-            self.run_ddl(ddl, tag, lock_wait_s=lock_wait_s)
+            self.run_ddl(ddl, tag, lock_wait_s=lock_wait_s, fence=fence)
 
     def resolved_schema(self, conn: Any) -> str:
         """The schema (PostgreSQL) or database (MySQL) the tables live in: :attr:`schema`, or the

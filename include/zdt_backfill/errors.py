@@ -43,3 +43,9 @@ class BatchError(PermanentError):
 
 class ThrottleTimeoutError(BackfillError):
     """Throttled for longer than allowed (replica lag never came back under the limit)."""
+
+
+class CancelledError(BackfillError):
+    """The task was told to stop (Airflow's ``on_kill``: SIGTERM, *mark failed*, ``execution_timeout``,
+    a worker's warm shutdown): the statement in flight was cancelled and rolled back, and the
+    checkpoint is where the last committed batch put it. Not permanent: a retry resumes."""

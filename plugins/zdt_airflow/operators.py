@@ -14,8 +14,10 @@ Whether a task renews the run's lease while it works is the steps table's
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -36,6 +38,12 @@ from zdt_backfill.errors import PermanentError
 from zdt_backfill.lifecycle import Runner
 from zdt_backfill.signals.lag import PROBE_TIMEOUT_SECONDS, ReplicaLagProbe
 from zdt_backfill.state.runstate import STEPS
+
+#: How often the main thread wakes while a step runs in its worker thread (s): the longest
+#: Airflow's SIGTERM handler waits before it runs.
+WORKER_JOIN_SECONDS = 0.2
+#: How long ``on_kill`` waits for the stopped step to end (s).
+ON_KILL_WAIT_SECONDS = 20.0
 
 #: Task ids inside the DAG (group-prefixed).
 PREFLIGHT_TASK = "preflight.check"
@@ -115,16 +123,55 @@ class BackfillOperator(BaseOperator):
 
     @fail_permanent
     def execute(self, context: Context) -> Any:
-        runner = runner_for(context)
+        runner = self._runner = runner_for(context)
         try:
             with runner.lease_kept(STEPS[self.run_step].keeps_lease):
-                return self.run(runner, context)
+                return self._in_worker(lambda: self.run(runner, context))
         except Exception as exc:
             runner.record_failure(exc)
             raise
+        finally:
+            self._runner = None
 
     def run(self, runner: Runner, context: Context) -> Any:
         raise NotImplementedError
+
+    def _in_worker(self, fn: Callable[[], Any]) -> Any:
+        """Run the step in a worker thread while this (the main) thread waits in short joins, so
+        Airflow's SIGTERM handler, which runs in the main thread between bytecodes, calls
+        :meth:`on_kill` at once even while a driver is blocked in C on a statement (mysqlclient
+        never returns to Python until its statement ends). The step's context variables go with it."""
+        box: dict[str, Any] = {}
+        ctx = contextvars.copy_context()
+
+        def target() -> None:
+            try:
+                box["result"] = ctx.run(fn)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                box["error"] = exc
+
+        worker = self._worker = threading.Thread(target=target, name=f"zdt-{self.task_id}", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            worker.join(WORKER_JOIN_SECONDS)
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    def on_kill(self) -> None:
+        """Airflow told the task to stop (SIGTERM: *mark failed*, a worker's warm shutdown; or
+        ``execution_timeout``): cancel the statement in flight and stop the step's loop now
+        (:meth:`~zdt_backfill.lifecycle.Runner.stop`). The task then fails with
+        ``CancelledError``; a retry resumes from the last committed checkpoint."""
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            self.log.warning("on_kill: stopping %s (the statement in flight is cancelled)", self.task_id)
+            runner.stop(f"Airflow stopped task {self.task_id} (on_kill)")
+            worker = getattr(self, "_worker", None)
+            if worker is not None and worker is not threading.current_thread():
+                # After an execution_timeout the main thread no longer waits: let the step end
+                # (its batch rolled back, its attempt recorded) before the task process exits.
+                worker.join(ON_KILL_WAIT_SECONDS)
 
 
 class PreflightOperator(BackfillOperator):

@@ -28,9 +28,10 @@ from typing import Any, Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from ..cancel import Cancel
 from ..config import RunConfig
 from ..db import Database
-from ..errors import BatchError, RunStoppedError
+from ..errors import BatchError, CancelledError, RunStoppedError
 from ..signals.critical import CriticalLoadError, CriticalLoadMode, CriticalLoadWatchdog
 from ..signals.heartbeat import HeartbeatWriter
 from ..signals.lag import LagProbe
@@ -137,8 +138,10 @@ class PartitionCopier:
         planned: int | None = None,
         control: Callable[[], dict[str, Any]] | None = None,
         plan_rows: Mapping[int, int] | None = None,
+        cancel: Cancel | None = None,
     ) -> None:
         self.config = config
+        self.cancel = cancel or Cancel()
         self.plan_rows = plan_rows
         self.db = db
         self.partition = partition
@@ -154,6 +157,8 @@ class PartitionCopier:
         self.throttler = throttler or build_throttler(
             config, db, probes, planned, control or self.handle.control, config.batch_size,
         )
+        if cancel is not None:  # a throttle hold returns at once when the task is told to stop
+            self.throttler.sleep = cancel.sleep
         if self.throttler.active_partitions is None:
             self.throttler.active_partitions = self._active_partitions
         if self.throttler.critical is None and any(v > 0 for v in config.critical_load.values()):
@@ -254,14 +259,16 @@ class PartitionCopier:
         guard_sql, guard_params = self._guard
         parts = guard_sql.split("%s")
         named_guard = "".join(p + (f"%(g{i})s" if i < len(parts) - 1 else "") for i, p in enumerate(parts))
+        fence_sql, fence_params = self.handle.fence_sql((self.state,), named=True)
         self._fused_params = {"run": self.run_key, "part": self.partition.index,
-                              **{f"g{i}": v for i, v in enumerate(guard_params)}}
+                              **{f"g{i}": v for i, v in enumerate(guard_params)}, **fence_params}
 
         def checkpoint(new: str, rows: str, keys: str, extra_where: str) -> str:
             return self.store.advance_sql(new, rows, keys, "%(run)s", "%(part)s", "%(lo)s", named_guard, extra_where)
 
         self._fused = d.fused_copy_batch_sql(c.source_table, c.target_table, c.key, c.columns, checkpoint,
-                                             self.db.schema, self._key_index, self._types, tag=self.tag)
+                                             self.db.schema, self._key_index, self._types, tag=self.tag,
+                                             fence=fence_sql)
 
     def _batch(self, progress: PartitionProgress) -> tuple[Chunk, int] | None:
         conn = self._connection()
@@ -297,7 +304,13 @@ class PartitionCopier:
                      self.partition.label, lo, str(exc).splitlines()[0][:200])
             return self._batch_statements(self._connection())
         try:
-            hi, keys, written, updated = rows[0]
+            hi, keys, written, updated, fenced = rows[0]
+            if not fenced:
+                conn.rollback()
+                raise RunStoppedError(
+                    f"run {self.config.run_id!r} no longer holds the backfill lock of {self.config.target_table} "
+                    f"in state {self.state} (stopped, halted, moved on or taken over): partition "
+                    f"{self.partition.label} stops, its batch after key {lo} not written")
             if hi is None:
                 conn.rollback()
                 return None
@@ -312,6 +325,7 @@ class PartitionCopier:
 
     def _batch_statements(self, conn: Any) -> tuple[Chunk, int] | None:
         try:
+            self.handle.fence(conn, (self.state,))
             chunk = self.chunker.next(conn)
             self._chunk = chunk
             if chunk is None:
@@ -358,6 +372,7 @@ class PartitionCopier:
         def one(key: int) -> int:
             c = self._connection()
             try:
+                self.handle.fence(c, (self.state,))
                 n = self.db.execute(c, self.batch_sql, (key - 1, key))
                 c.commit()
                 return n
@@ -374,6 +389,7 @@ class PartitionCopier:
                     raise
                 failed.append((key, str(err).splitlines()[0][:200]))
         conn = self._connection()
+        self.handle.fence(conn, (self.state,))
         self.store.advance(conn, self.run_key, self.partition.index, chunk.lo, chunk.hi, written, chunk.keys,
                            self._guard)
         conn.commit()
@@ -437,10 +453,11 @@ class PartitionCopier:
                     if critical else None)
         retrying = Retrying(
             retry=retry_if_exception(lambda e: self.db.is_transient(e) and not self.db.is_statement_timeout(e)
-                                     and not (watchdog and watchdog.tripped)),
+                                     and not (watchdog and watchdog.tripped) and not self.cancel.cancelled),
             wait=wait_exponential_jitter(initial=BACKOFF_INITIAL_SECONDS, max=BACKOFF_MAX_SECONDS),
             stop=stop_after_attempt(BATCH_ATTEMPTS),
             before_sleep=self._before_retry,
+            sleep=self.cancel.sleep,
             reraise=True,
         )
         rows_total = batches = 0
@@ -452,6 +469,7 @@ class PartitionCopier:
             self.keeper.__enter__()
             heart.__enter__()
             while True:
+                self.cancel.check()
                 if self.keeper.lost:
                     raise RunStoppedError(f"run {self.config.run_id!r} lost its lease: partition {self.partition.label} stops")
                 try:
@@ -470,11 +488,13 @@ class PartitionCopier:
                     if watchdog:
                         watchdog.arm(lambda: self._session_id)
                     try:
-                        done = retrying(self._batch, progress)
+                        with self.cancel.statement(self.db, lambda: self._session_id):
+                            done = retrying(self._batch, progress)
                     finally:
                         if watchdog:
                             watchdog.disarm()
                 except Exception as exc:
+                    self.cancel.raise_if_cancelled(exc)  # a cancelled statement's error is the stop's
                     if watchdog and watchdog.tripped:
                         tripped, watchdog.tripped = watchdog.tripped, None
                         self._drop_connection()
@@ -504,7 +524,7 @@ class PartitionCopier:
                         timeouts_at_floor += 1
                         if timeouts_at_floor < BATCH_ATTEMPTS:
                             self.retries += 1
-                            time.sleep(BACKOFF_INITIAL_SECONDS * timeouts_at_floor)
+                            self.cancel.sleep(BACKOFF_INITIAL_SECONDS * timeouts_at_floor)
                             continue
                     if self.db.is_permanent(exc) and self.phase == COPY and self._chunk is not None:
                         done = self._isolate(self._chunk, exc, retrying, progress)
@@ -538,6 +558,11 @@ class PartitionCopier:
                     with contextlib.suppress(Exception), self.db.session() as conn:
                         log.info("%s", run_lines.line(self.store.progress(conn, self.run_key), self.plan_rows))
             outcome = "done"
+        except CancelledError:
+            outcome = "cancelled"
+            log.warning("partition %s: stopped when told (%s); its checkpoint stays at key %s, where the last "
+                        "committed batch put it", self.partition.label, self.cancel.reason, self.chunker.watermark)
+            raise
         finally:
             if watchdog:
                 watchdog.close()

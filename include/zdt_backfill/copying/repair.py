@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
@@ -58,7 +58,7 @@ class RepairResult:
 
 def repair_ranges(
     config: RunConfig, db: Database, ranges: list[Range], throttler: Throttler | None = None,
-    before_write: Any = None,
+    before_write: Any = None, fence: Callable[[Any], None] | None = None,
 ) -> RepairResult:
     """Repair every differing key of ``ranges``.
 
@@ -66,7 +66,10 @@ def repair_ranges(
     :param throttler: the copy's throttle (rows/s ceiling, replica-lag gate); none when ``None``.
     :param before_write: called once with ``(sql_statements, counts)`` before the first write,
         so the caller records the destructive step (its exact SQL) before it happens.
+    :param fence: the run's fence (:meth:`~zdt_backfill.state.runstate.RunHandle.fencer`), taken in
+        each repair batch's transaction before it writes.
     :returns: a :class:`RepairResult`.
+    :raises RunStoppedError: the fence did not hold (the batch in hand was not written).
     """
     c, d = config, db.dialect
     started = time.monotonic()
@@ -112,11 +115,11 @@ def repair_ranges(
                 if throttler:
                     throttler.before_batch()
                 try:
-                    retrying(_write, db, conn, sql, batch)
+                    retrying(_write, db, conn, sql, batch, fence)
                 except Exception as exc:
                     if not db.is_permanent(exc):
                         raise
-                    _one_by_one(db, conn, c, what, batch, result, exc, casts)
+                    _one_by_one(db, conn, c, what, batch, result, exc, casts, fence)
                 result.batches += 1
                 if throttler:
                     throttler.after_batch(len(batch))
@@ -129,8 +132,10 @@ def repair_ranges(
     return result
 
 
-def _write(db: Database, conn: Any, sql: str, keys: list[Any]) -> int:
+def _write(db: Database, conn: Any, sql: str, keys: list[Any], fence: Callable[[Any], None] | None = None) -> int:
     try:
+        if fence:
+            fence(conn)
         n = db.execute(conn, sql, tuple(keys))
         conn.commit()
         return n
@@ -140,7 +145,7 @@ def _write(db: Database, conn: Any, sql: str, keys: list[Any]) -> int:
 
 
 def _one_by_one(db: Database, conn: Any, c: RunConfig, what: str, batch: list[Any], result: RepairResult,
-                first: Exception, casts: dict[str, Any]) -> None:
+                first: Exception, casts: dict[str, Any], fence: Callable[[Any], None] | None = None) -> None:
     """A batch failed on data: write its keys one at a time to find the ones that cannot be written."""
     d = db.dialect
     sql = (d.repair_upsert_sql(c.source_table, c.target_table, c.key, c.columns, 1, db.schema, c.mode == "copy", casts)
@@ -148,7 +153,7 @@ def _one_by_one(db: Database, conn: Any, c: RunConfig, what: str, batch: list[An
     log.warning("repair batch of %d key(s) failed on data (%s); writing them one by one", len(batch), first)
     for key in batch:
         try:
-            _write(db, conn, sql, [key])
+            _write(db, conn, sql, [key], fence)
         except Exception as exc:
             if not db.is_permanent(exc):
                 raise

@@ -98,7 +98,7 @@ class Rows(DialectBase):
     def fused_copy_batch_sql(
         self, source: str, target: str, key: str, columns: dict[str, str], checkpoint: Any,
         schema: str | None = None, key_index: str | None = None, types: dict[str, Any] | None = None,
-        plain_when_empty: bool = True, tag: str = "",
+        plain_when_empty: bool = True, tag: str = "", fence: str = "",
     ) -> str | None:
         """One copy batch in one round trip: the chunk end, the insert-if-absent and the guarded
         checkpoint UPDATE (the guarantees of :meth:`copy_batch_sql`, :meth:`chunk_end_sql` and
@@ -107,8 +107,14 @@ class Rows(DialectBase):
         Named params: ``lo`` (the watermark), ``hi`` (the partition's last key), ``n`` (the batch
         size), ``run``, ``part`` and the guard's (``checkpoint(new, rows, keys, extra_where)``
         renders the UPDATE with them). Returns one row ``(chunk_end, keys, rows_written,
-        checkpoints_updated)``; ``chunk_end`` NULL when the partition is done, ``checkpoints_updated``
-        0 when the guard or the old watermark no longer holds (the caller rolls back).
+        checkpoints_updated, fenced)``; ``chunk_end`` NULL when the partition is done (or the
+        fence did not hold), ``checkpoints_updated`` 0 when the guard or the old watermark no
+        longer holds (the caller rolls back).
+
+        ``fence`` (the run's locking read, :meth:`~zdt_backfill.state.runstate.RunHandle.fence_sql`,
+        named params): read first, the chunk's keys read only when it returned the run's row, so
+        the lock is taken before any row is written; ``fenced`` is 0 when it did not hold
+        (nothing was written; the caller rolls back and stops).
 
         ``plain_when_empty`` (PostgreSQL): when the target holds no key of the chunk (read in the
         statement's snapshot) the rows go in by a plain ``INSERT`` (no ``ON CONFLICT``
@@ -217,7 +223,7 @@ class PostgresRows(Rows):
         )
 
     def fused_copy_batch_sql(self, source, target, key, columns, checkpoint, schema=None, key_index=None, types=None,
-                             plain_when_empty=True, tag=""):
+                             plain_when_empty=True, tag="", fence=""):
         k = self.quote(key)
         cols, exprs = self._copy_lists(k, columns, types)
         src, tgt = self.table(source, schema), self.table(target, schema)
@@ -237,11 +243,15 @@ class PostgresRows(Rows):
             )
         cp = checkpoint("(SELECT hi FROM e)", "(SELECT n FROM w)", "(SELECT keys FROM e)",
                         "(SELECT hi FROM e) IS NOT NULL AND ")
+        # The fence CTE (a locking read, never inlined) is read by the chunk's key scan before
+        # anything else, so its row lock is held before the first row is written.
+        fenced, held = (f"z AS ({fence}), ", " AND EXISTS (SELECT 1 FROM z)") if fence else ("", "")
         return (
-            f"WITH e AS (SELECT max(b.{k}) AS hi, count(*) AS keys FROM (SELECT {k} FROM {src}"
-            f" WHERE {k} > %(lo)s AND {k} <= %(hi)s ORDER BY {k} LIMIT %(n)s) AS b),"
+            f"WITH {fenced}e AS (SELECT max(b.{k}) AS hi, count(*) AS keys FROM (SELECT {k} FROM {src}"
+            f" WHERE {k} > %(lo)s AND {k} <= %(hi)s{held} ORDER BY {k} LIMIT %(n)s) AS b),"
             f"{inserts} cp AS ({cp} RETURNING 1)"
-            " SELECT e.hi, e.keys, w.n, (SELECT count(*) FROM cp) FROM e, w"
+            f" SELECT e.hi, e.keys, w.n, (SELECT count(*) FROM cp), {'(SELECT count(*) FROM z)' if fence else '1'}"
+            " FROM e, w"
         )
 
 

@@ -188,7 +188,7 @@ def legacy_action(config: RunConfig, db: Database, handle: RunHandle,
     tag = f"zdt_backfill:{c.run_id}:legacy"
     for sql in statements:
         handle.destructive(c.legacy_action, sql, f"legacy_action={c.legacy_action}, approved by {approved_by}, soak ended {end}")
-    db.run_ddl([(sql, ()) for sql in statements], tag)
+    db.run_ddl([(sql, ()) for sql in statements], tag, fence=handle.fencer(handle.fence_states("legacy_action")))
     return {"action": c.legacy_action, "statements": statements, "approved_by": approved_by}
 
 
@@ -199,7 +199,8 @@ def reclaim_storage(config: RunConfig, db: Database, handle: RunHandle) -> dict[
         return {"statement": None}
     sql, autocommit = d.reclaim_storage_sql(c.target_table, db.schema)
     log.info("reclaim storage (online): %s", sql)
-    db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:reclaim", autocommit=autocommit)
+    db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:reclaim", autocommit=autocommit,
+               fence=handle.fencer(handle.fence_states("reclaim_storage")))
     handle.record("reclaim", sql)
     return {"statement": sql}
 
@@ -219,7 +220,7 @@ def advance_sequences(config: RunConfig, db: Database, handle: RunHandle) -> lis
         conn.rollback()
     for s in statements:
         log.info("sequence past max(%s) = %s: %s", c.key, max_key, s.label)
-    db.apply(statements, f"zdt_backfill:{c.run_id}:contract")
+    db.apply(statements, f"zdt_backfill:{c.run_id}:contract", fence=handle.fencer())  # only forward: any state
     done = [s.label for s in statements]
     if done:
         handle.record("sequences", "moved past max(key)", {"sequences": done})

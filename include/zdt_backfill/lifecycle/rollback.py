@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from ..cancel import Cancel
 from ..config import RunConfig
 from ..copying.chunker import Partition
 from ..copying.copier import ROLLBACK, PartitionCopier, checkpoint_run_id
@@ -34,7 +35,7 @@ from ..db import Database
 from ..redact import mask_url, scrub
 from ..signals.lag import LagProbe
 from ..state.checkpoint import CheckpointStore
-from ..state.runstate import ROLLED_BACK, RunHandle
+from ..state.runstate import ROLLED_BACK, ROLLING_BACK, RunHandle
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,18 @@ def stop(config: RunConfig, db: Database, handle: RunHandle, reason: str) -> dic
     return {"stopped": True}
 
 
-def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: list[LagProbe] | None = None) -> dict[str, Any]:
-    """Truncate the target (copy) or NULL the filled columns in checkpointed batches (fill)."""
+def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: list[LagProbe] | None = None,
+                 cancel: Cancel | None = None) -> dict[str, Any]:
+    """Truncate the target (copy) or NULL the filled columns in checkpointed batches (fill);
+    ``cancel`` stops the batches when the task is told to (:mod:`zdt_backfill.cancel`)."""
     c, d = config, db.dialect
     if already_rolled_back(handle):
         return {"skipped": "already rolled back"}
     if c.mode == "copy":
         sql = d.truncate_sql(c.target_table, db.schema)
         handle.destructive("truncate", sql, "rollback: empty the copy target", forget_checkpoints=c.run_id)
-        db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
+        db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds,
+                   fence=handle.fencer((ROLLING_BACK,)))
         return {"statement": sql}
     sql = d.nullify_batch_sql(c.source_table, c.key, list(c.columns), db.schema)
     handle.destructive("nullify", sql, f"rollback: NULL the filled columns in keyset batches of {c.batch_size}",
@@ -94,7 +98,8 @@ def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: lis
     if lo is not None:
         # One partition over the whole key range at the start of the rollback (rows inserted
         # since planning included), through the copy's loop: its checkpoints, throttle, lag gate.
-        result = PartitionCopier(c, db, Partition(0, lo, hi), probes=probes, handle=handle, phase=ROLLBACK).run()
+        result = PartitionCopier(c, db, Partition(0, lo, hi), probes=probes, handle=handle, phase=ROLLBACK,
+                                 cancel=cancel).run()
         rows, batches = result.progress["rows_written"], result.progress["batches"]
     return {"statement": sql, "rows": rows, "batches": batches}
 
@@ -112,7 +117,8 @@ def restore_sequences(config: RunConfig, db: Database, handle: RunHandle, checke
     for s in statements:
         shown = f"{s.sql} -- {s.params}" if s.params else s.sql
         handle.destructive("reset_sequences", shown, "rollback: restore the sequence recorded at pre-flight")
-    db.apply(statements, f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds)
+    db.apply(statements, f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds,
+             fence=handle.fencer((ROLLING_BACK,) if checked else None))
     return [s.label for s in statements]
 
 
@@ -181,7 +187,8 @@ def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, An
     sql = db.dialect.truncate_sql(config.target_table, db.schema)
     handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)",
                        forget_checkpoints=config.run_id)
-    db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds)
+    db.run_ddl([(sql, ())], f"zdt_backfill:{config.run_id}:rehearsal", lock_wait_s=config.lock_timeout_seconds,
+               fence=handle.fencer())  # this rehearsal still holds the table's lock
     steps.append(sql)
     steps += restore_sequences(config, db, handle, checked=False)
     with db.session() as conn:

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from ..cancel import Cancel
 from ..config import RunConfig
 from ..copying import repair as repair_mod
 from ..copying.chunker import Partition
@@ -30,7 +31,7 @@ from ..copying.copier import PartitionCopier
 from ..db import Database
 from ..dialects import Range
 from ..errors import PermanentError
-from ..routing.flags import FlagStore
+from ..routing.flags import FencedFlagStore, FlagStore
 from ..signals.errorsignal import ErrorSignal, HttpErrorSignal, SqlErrorSignal
 from ..signals.heartbeat import HeartbeatWriter
 from ..signals.lag import LagProbe, max_lag
@@ -38,9 +39,11 @@ from ..signals.throttler import build_throttler
 from ..state.checkpoint import CheckpointStore, PartitionProgress
 from ..state.runstate import (
     CONTRACTED,
+    CONTRACTING,
     HALTED,
     POST_FLIP,
     ROLLED_BACK,
+    SOAKING,
     TERMINAL,
     WAIT_LEASE_MARGIN_SECONDS,
     LeaseKeeper,
@@ -98,6 +101,17 @@ class Runner:
         self.sleep, self.clock = sleep, clock
         self.handle = RunHandle(db, config, owner)
         self.checkpoints = CheckpointStore(db)
+        self.cancel = Cancel()
+
+    def stop(self, reason: str) -> int:
+        """Stop this runner's step at once (Airflow's ``on_kill``; thread- and signal-safe): the
+        statement in flight is cancelled, every wait returns, and the step raises
+        :class:`~zdt_backfill.errors.CancelledError`; checkpoints stay where the last committed batch
+        put them (see :mod:`zdt_backfill.cancel`).
+
+        :returns: the number of in-flight statements a cancel was sent to.
+        """
+        return self.cancel.cancel(reason)
 
     # ------------------------------------------------------------------ around every step
     @property
@@ -193,7 +207,8 @@ class Runner:
         plan_rows = {int(p["index"]): int(p["rows"]) for p in plan.get("partitions") or [] if p.get("rows") is not None}
         copier = PartitionCopier(self.config, self.db, Partition.from_dict(partition), plan.get("key_index"),
                                  self.probes, self.on_batch, handle=self.handle, owner=self.owner,
-                                 planned=len(self.partitions()) or 1, control=self._control, plan_rows=plan_rows)
+                                 planned=len(self.partitions()) or 1, control=self._control, plan_rows=plan_rows,
+                                 cancel=self.cancel)
         return copier.run().to_dict()
 
     # ------------------------------------------------------------------ catch-up, validation, repair
@@ -220,6 +235,7 @@ class Runner:
                 if self.clock() - started > self.config.replica_wait_timeout_seconds:
                     self.handle.step("halt", f"replicas did not catch up: {readings}")
                     raise HeldTooLongError(f"replicas did not catch up: {readings}")
+                self.cancel.check()
                 self.sleep(HOLD_POLL_SECONDS)
 
     def validate(self) -> dict[str, Any]:
@@ -238,12 +254,17 @@ class Runner:
         self.handle.step("validate", "validating the copy")
         parts = [Partition(p.partition_no, p.lo, p.hi) for p in self.partitions()]
         throttler = build_throttler(c, self.db, self.probes, len(parts) or 1, self.handle.control,
-                                    checksum.MAX_CHUNK_ROWS)
+                                    checksum.MAX_CHUNK_ROWS, sleep=self.cancel.sleep)
+
+        def gate() -> None:  # between chunks: stop when told, then the throttle
+            self.cancel.check()
+            throttler.before_batch()
+
         on_replica = self.replica is not None and c.validation_source == "replica"
         beat = self._heart() if (self.probes or on_replica) else contextlib.nullcontext()
         with beat:
             read_db = self._caught_up_replica() if on_replica else None
-            v = checksum.validate(c, self.db, parts, read_db=read_db, gate=throttler.before_batch)
+            v = checksum.validate(c, self.db, parts, read_db=read_db, gate=gate)
             v.checklist = run_checklist(c, self.db, v, self.probes)
         result = v.to_dict()
         self.handle.record("validation", f"{result['mismatched']} differing row(s) of {result['source_rows']}", result)
@@ -298,9 +319,10 @@ class Runner:
             for sql in statements:
                 handle.destructive("repair", sql, f"repair keys named by validation: {counts}")
 
-        throttler = build_throttler(c, self.db, self.probes, 1, handle.control, c.batch_size)
+        throttler = build_throttler(c, self.db, self.probes, 1, handle.control, c.batch_size, sleep=self.cancel.sleep)
         with self._heart():
-            fixed = repair_mod.repair_ranges(c, self.db, ranges, throttler, before_write=record)
+            fixed = repair_mod.repair_ranges(c, self.db, ranges, throttler, before_write=record,
+                                             fence=handle.fencer(handle.fence_states("repair")))
         handle.record("repair", f"repaired {fixed.repaired}, {fixed.data_errors} data error(s)", fixed.to_dict())
         handle.step("validate", "re-validating the repaired ranges")
         again = checksum.validate(c, self.db, [], ranges=ranges)
@@ -489,7 +511,8 @@ class Runner:
             row = handle.row()
             if row is None or row.state not in POST_FLIP:  # a retried write flip is the flip itself
                 self.refuse_after_flip("a read flip")
-            return contract.flip_reads(c, db, handle, self._store(), self.error_signal())
+            store = FencedFlagStore(self._store(), handle.fencer((CONTRACTING, SOAKING)), db)
+            return contract.flip_reads(c, db, handle, store, self.error_signal())
         if step == "legacy_action":
             return contract.legacy_action(c, db, handle, self.drop_approval())
         if step == "reclaim_storage":
@@ -514,7 +537,7 @@ class Runner:
                 return {"skipped": "already rolled back"}
             return contract.flip_back(c, handle, self._store())
         if step == "empty_target":
-            return rollback.empty_target(c, db, handle, self.probes)
+            return rollback.empty_target(c, db, handle, self.probes, self.cancel)
         if step == "restore_sequences":
             return {"sequences": rollback.restore_sequences(c, db, handle)}
         if step == "clear_caches":

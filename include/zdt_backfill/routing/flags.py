@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, runtime_checkable
+from typing import Any, Callable, Iterator, Protocol, runtime_checkable
 from urllib.parse import quote as url_quote
 
 from ..db import Database
@@ -179,11 +179,14 @@ class TableFlagStore:
         value, percent = rows[0]
         return FlagValue.from_dict({"path": value, "percent": None if percent is None else int(percent)})
 
-    def set(self, flag: str, value: FlagValue, run_id: str) -> None:
+    def set(self, flag: str, value: FlagValue, run_id: str, fence: Callable[[Any], None] | None = None) -> None:
         """Upsert the flag in one transaction (creating the table first if absent).
 
         Transient errors (lock wait, deadlock, lost connection) are retried a few times.
 
+        :param fence: a run's fence (:meth:`~zdt_backfill.state.runstate.RunHandle.fencer`), taken
+            in the upsert's transaction: the flag changes only while the run holds its lock.
+        :raises RunStoppedError: the fence did not hold (the flag is unchanged).
         :raises Exception: the database driver's last error.
         """
         _check_flag(flag)
@@ -196,6 +199,8 @@ class TableFlagStore:
         def attempt() -> None:
             with self.db.session(tag=f"zdt_routing {run_id}"[:200], lock_timeout_s=self.timeout_seconds,
                                  statement_timeout_s=self.timeout_seconds) as conn:
+                if fence:
+                    fence(conn)
                 self.db.execute(conn, sql, (flag, value.path, value.percent, run_id))
                 conn.commit()
 
@@ -217,6 +222,44 @@ class TableFlagStore:
             with self.db.session() as conn:
                 self.db.execute(conn, f"UPDATE {self.table} SET {c['percent']} = 100 WHERE {c['value']} = 'new'")
                 conn.commit()
+
+
+class FencedFlagStore:
+    """A flag store whose moves toward the new schema happen only while a run holds its lock.
+
+    A set whose value is ``new`` (a ramp step, 100 %, the write flip) is fenced: in the upsert's
+    own transaction when the store is the ``zdt_routing_flags`` table of the run's database (the
+    flag commits under the run's row lock), and otherwise (HTTP, an Airflow Variable, another
+    database) by a check right before the call, which is the most a store outside the database
+    allows. A set back to ``legacy`` is never fenced: it is the safe direction before the write
+    flip (the ramp's restore must not fail because the run lost its lock), and after the flip the
+    steps that would do it refuse on their own (:data:`~zdt_backfill.state.runstate.POST_FLIP`).
+
+    :param store: the run's flag store.
+    :param fence: the run's fence bound to the states of the step that flips.
+    :param db: the run's database (where the fence's row lives).
+    """
+
+    def __init__(self, store: FlagStore, fence: Callable[[Any], None], db: Database) -> None:
+        self.store = store
+        self.fence = fence
+        self.db = db
+        self.name = store.name
+
+    def get(self, flag: str) -> FlagValue | None:
+        return self.store.get(flag)
+
+    def set(self, flag: str, value: FlagValue, run_id: str) -> None:
+        """:raises RunStoppedError: a move toward ``new`` while the run no longer holds its lock."""
+        if value.path != "new":
+            self.store.set(flag, value, run_id)
+        elif isinstance(self.store, TableFlagStore) and self.store.db is self.db:
+            self.store.set(flag, value, run_id, fence=self.fence)
+        else:
+            with self.db.session() as conn:
+                self.fence(conn)
+                conn.rollback()
+            self.store.set(flag, value, run_id)
 
 
 class HttpFlagStore:

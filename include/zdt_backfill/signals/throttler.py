@@ -395,7 +395,7 @@ class Throttler:
 
 def build_throttler(
     config: Any, db: Database, probes: list[Any] | None, planned: int | None,
-    control: Callable[[], dict[str, Any]] | None, burst_rows: int,
+    control: Callable[[], dict[str, Any]] | None, burst_rows: int, sleep: Callable[[float], None] = time.sleep,
 ) -> Throttler:
     """The throttle of one partition of a run: its share of the rows/s ceiling (among the
     *planned* partitions), the replica-lag gate, the load limits of the config (a limit of
@@ -403,6 +403,8 @@ def build_throttler(
 
     :param config: the :class:`~.config.RunConfig`.
     :param burst_rows: the largest batch (rows), the token bucket's capacity.
+    :param sleep: the holds' sleep (s): a :meth:`~zdt_backfill.cancel.Cancel.sleep` returns when
+        the task is told to stop.
     """
     limits = Limits(
         config.max_replica_lag_seconds,
@@ -415,7 +417,7 @@ def build_throttler(
         config.max_rows_per_second, burst_rows, probes, config.max_replica_lag_seconds,
         config.replica_wait_timeout_seconds, limits=limits, load=LoadCollector(db, tables),
         throttle_query=ThrottleQuery(db, config.throttle_query) if config.throttle_query else None,
-        control=control,
+        control=control, sleep=sleep,
         halt_lag_seconds=config.halt_lag_seconds if config.max_replica_lag_seconds is not None else None,
         halt_lag_after_seconds=config.halt_lag_after_seconds,
         share=planned or config.partitions,

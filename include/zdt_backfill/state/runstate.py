@@ -44,7 +44,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from ..config import RunConfig
 from ..db import Database
@@ -52,6 +52,10 @@ from ..dialects.schema import EVENTS, RUNS
 from ..errors import ConcurrentRunError, PermanentError, PreflightError, RunStoppedError
 
 log = logging.getLogger(__name__)
+
+#: A run's fence bound to its states: called with a connection inside the write transaction it
+#: guards (:meth:`RunHandle.fencer`).
+Fence = Callable[[Any], None]
 
 
 PLANNED, COPYING, HOLDING, CATCHING_UP = "planned", "copying", "holding", "catching_up"
@@ -295,6 +299,58 @@ class RunHandle:
             f"EXISTS (SELECT 1 FROM {self.store.runs} WHERE lock_key = %s AND run_id = %s AND state IN ({marks}))",
             (self.lock_key(), self.run_id, *states),
         )
+
+    def fence_states(self, step: str) -> tuple[str, ...]:
+        """The states in which ``step``'s writes may commit: the state it enters, or (a step that
+        enters none, such as ``legacy_action``) the states it starts from."""
+        s = STEPS[step]
+        return (s.enters,) if s.enters else tuple(sorted(s.starts_from))
+
+    def fence(self, conn: Any, states: tuple[str, ...] | None = None) -> None:
+        """Take the run's fence in ``conn``'s open transaction, before its first write.
+
+        ``SELECT ... FOR KEY SHARE`` (PostgreSQL) / ``LOCK IN SHARE MODE`` (MySQL) of this run's
+        row of ``zdt_backfill_runs`` (:attr:`~zdt_backfill.dialects.base.DialectBase.fence_lock`),
+        requiring that this run holds the lock in one of ``states`` (``None``: in any state).
+        The lock is held to the transaction's end: a takeover, a stop, a halt or any other state
+        change reads the row ``FOR UPDATE`` first and so waits until the write transaction has
+        committed or rolled back; a write transaction that starts after such a change sees it
+        (a locking read reads the latest committed row, not the transaction's snapshot) and
+        writes nothing. The fencing token of Kleppmann's "How to do distributed locking"
+        (2016), made a database row lock.
+
+        DDL that commits by itself (MySQL's, PostgreSQL's ``VACUUM``) cannot stay under the
+        fence: for those it is a check right before the statement.
+
+        :raises RunStoppedError: this run no longer holds the lock in one of ``states`` (the
+            transaction is rolled back; nothing was written).
+        """
+        sql, params = self.fence_sql(states)
+        if not self.db.query(conn, sql, params):
+            conn.rollback()
+            where = f" in state {'/'.join(states)}" if states else ""
+            raise RunStoppedError(
+                f"run {self.run_id!r} no longer holds the backfill lock of {self.config.target_table}{where} "
+                "(stopped, halted, moved on or taken over): its write was not made"
+            )
+
+    def fence_sql(self, states: tuple[str, ...] | None = None, named: bool = False) -> tuple[str, Any]:
+        """The fence's locking read (see :meth:`fence`) and its params; ``named``: with
+        ``%(fence_N)s`` placeholders and a params dict, to embed in a statement of named params
+        (the fused batch)."""
+        params: tuple = (self.lock_key(), self.run_id, *(states or ()))
+        marks = [f"%(fence_{i})s" if named else "%s" for i in range(len(params))]
+        in_states = f" AND state IN ({', '.join(marks[2:])})" if states else ""
+        sql = (f"SELECT run_id FROM {self.store.runs} WHERE lock_key = {marks[0]} AND run_id = {marks[1]}{in_states}"
+               f" {self.db.dialect.fence_lock}")
+        if named:
+            return sql, {f"fence_{i}": v for i, v in enumerate(params)}
+        return sql, params
+
+    def fencer(self, states: tuple[str, ...] | None = None) -> "Fence":
+        """:meth:`fence` bound to ``states``: a callable of a connection, for the writers that
+        take one (:meth:`~zdt_backfill.db.Database.run_ddl`, the repair, the flag store)."""
+        return lambda conn: self.fence(conn, states)
 
     # ------------------------------------------------------------------ lock
     def acquire(self, conn: Any, sequences: dict[str, Any]) -> dict[str, Any]:
