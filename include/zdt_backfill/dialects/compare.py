@@ -83,12 +83,6 @@ class Compare(DialectBase):
         return (f"SELECT count(*) FROM {self.table(child, schema)} AS c WHERE c.{cc} IS NOT NULL AND NOT EXISTS"
                 f" (SELECT 1 FROM {self.table(parent, schema)} AS p WHERE p.{pc} = c.{cc})")
 
-    def table_checksum_sql(self, table: str, key: str, schema: str | None = None) -> str:
-        """One row whose last column is a checksum of the whole table, equal for byte-identical
-        tables of the same definition (MySQL ``CHECKSUM TABLE``; PostgreSQL ``md5(string_agg(row
-        text ORDER BY key))``)."""
-        raise NotImplementedError
-
     def cache_hit_sql(self) -> str:
         """One row ``(cache misses, cache read requests)`` (counters since the server started)."""
         raise NotImplementedError
@@ -177,10 +171,6 @@ class PostgresCompare(Compare):
             " OR (pn.nspname = coalesce(%s, current_schema()) AND pr.relname = %s)) ORDER BY c.conname"
         )
 
-    def table_checksum_sql(self, table, key, schema=None):
-        return (f"SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t.{self.quote(key)}), ''))"
-                f" FROM {self.table(table, schema)} AS t")
-
     def cache_hit_sql(self):
         return ("SELECT blks_read, blks_hit + blks_read FROM pg_stat_database"
                 " WHERE datname = current_database()")
@@ -205,9 +195,6 @@ class MySQLCompare(Compare):
             " WHERE o.constraint_schema = k.constraint_schema AND o.table_name = k.table_name"
             " AND o.constraint_name = k.constraint_name AND o.ordinal_position > 1) ORDER BY k.constraint_name"
         )
-
-    def table_checksum_sql(self, table, key, schema=None):
-        return f"CHECKSUM TABLE {self.table(table, schema)} EXTENDED"
 
     def cache_hit_sql(self):
         return ("SELECT sum(CASE WHEN variable_name = 'INNODB_BUFFER_POOL_READS' THEN variable_value END),"

@@ -271,6 +271,13 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         est = max_key - min_key + 1  # never analysed: assume dense
     partitions = _plan_by_rows(db, conn, c, min_key, max_key, est)
 
+    # Server settings before the EXPLAIN: a setting that refuses the run (binlog_format=STATEMENT)
+    # also makes the batch statement fail to run, and the setting is the reason to name.
+    for name, ok, detail, fatal in d.preflight_settings(lambda sql, params: db.query(conn, sql, params),
+                                                        MIN_SERVER_LOCK_WAIT_SECONDS):
+        checks.add(name, ok, detail, fatal=fatal)
+    checks.raise_if_failed()
+
     # EXPLAIN the real batch statement under the batch's own session settings.
     explain = None
     if min_key is not None:
@@ -302,9 +309,6 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         checks.add("replica_lag", healthy, f"{text} (gate {gate}s)")
     running = d.active_sessions(lambda sql, params: db.query(conn, sql, params))
     checks.add("load", running < MAX_THREADS_RUNNING, f"active sessions/Threads_running={running} (< {MAX_THREADS_RUNNING})")
-    for name, ok, detail, fatal in d.preflight_settings(lambda sql, params: db.query(conn, sql, params),
-                                                        MIN_SERVER_LOCK_WAIT_SECONDS):
-        checks.add(name, ok, detail, fatal=fatal)
     checks.raise_if_failed()
 
     conn.rollback()
@@ -390,7 +394,11 @@ def run_preflight(
             log.warning("environment parity: %s", d.line())
         report.raise_if_fatal()
     handle = RunHandle(db, config, owner)
-    with db.session() as conn:
+    # Bounded like a batch: every statement under the statement timeout; a lock waited for at most
+    # that long too (the run row's FOR UPDATE waits for a fenced batch in flight, which its own
+    # statement timeout bounds).
+    t = config.statement_timeout_seconds
+    with db.session(f"zdt_backfill:{config.run_id}:preflight", t, t) as conn:
         row = RunStateStore(db).read(conn, handle.lock_key(conn))
         conn.rollback()
         if row is not None and row.state in POST_FLIP and row.run_id != config.run_id:

@@ -4,9 +4,12 @@ Every item is ``{"name", "status": "pass" | "fail" | "warn" | "n/a", "detail", .
 
 - ``row_count_parity``: source and target rows counted by validation (``fail`` when they differ;
   ``n/a`` for a sampled validation);
-- ``whole_table_checksum``: ``CHECKSUM TABLE`` (MySQL/MariaDB) or ``md5(string_agg(row ORDER BY
-  key))`` (PostgreSQL) of both tables, only where they are expected byte-identical (same columns,
-  every expression the column itself); ``n/a`` when a column is transformed, the normal case;
+- ``whole_table_checksum``: only where the tables are expected byte-identical (same columns, every
+  expression the column itself; ``n/a`` when a column is transformed, the normal case), from the
+  full validation, which hashed every key's row of both tables in throttled key-range chunks. The
+  seed's ``CHECKSUM TABLE ... EXTENDED`` (MySQL) and ``md5(string_agg(row ORDER BY key))``
+  (PostgreSQL) are never run: each reads the whole table in one unthrottled statement on the
+  primary, holding its metadata lock for the whole read (``n/a`` after a sampled validation);
 - ``no_nulls_left``: no target value NULL where the expected value is not (``fail``). A full
   validation that found no difference already compared every key's values (its outer ranges are
   open; a NULL hashes as ``N``, never as a value), so the item passes from it without a query;
@@ -19,6 +22,9 @@ Every item is ``{"name", "status": "pass" | "fail" | "warn" | "n/a", "detail", .
   only: the catch-up sensor is the gate).
 
 A ``fail`` on a data item (:data:`DATA_ITEMS`) holds the run (:func:`~zdt_backfill.lifecycle.decision.decide_branch`).
+Every query runs in a tagged session with the run's lock timeout and statement timeout
+(``lock_timeout_seconds``, ``statement_timeout_seconds``): an item cut off by either is ``warn``
+with the error, never a wait on the application's locks.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ log = logging.getLogger(__name__)
 DATA_ITEMS = ("row_count_parity", "no_nulls_left", "no_orphaned_foreign_keys")
 #: Largest cache miss ratio that passes (the seed's 0.01).
 MAX_CACHE_MISS_RATIO = 0.01
+
+
+def _session(c: RunConfig, db: Database) -> Any:
+    """A checklist session: tagged, with the run's lock and statement timeouts."""
+    return db.session(f"zdt_backfill:{c.run_id}:checklist", c.lock_timeout_seconds, c.statement_timeout_seconds)
 
 
 def item(name: str, status: str, detail: str, **numbers: Any) -> dict[str, Any]:
@@ -77,25 +88,27 @@ def _count_parity(v: ValidationResult) -> dict[str, Any]:
 _BARE = re.compile(r'^\s*[`"]?([A-Za-z_][A-Za-z0-9_$]*)[`"]?\s*$')
 
 
-def _table_checksum(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]:
+def _table_checksum(c: RunConfig, db: Database, v: ValidationResult) -> dict[str, Any]:
     name = "whole_table_checksum"
     if c.mode != "copy":
         return item(name, "n/a", "fill mode: source and target are one table")
     transformed = [t for t, e in c.columns.items() if not (m := _BARE.match(e)) or m.group(1).lower() != t.lower()]
-    with db.session() as conn:
+    with _session(c, db) as conn:
         cols = {t: [(r[0].lower(), str(r[1]).lower()) for r in db.query(conn, db.dialect.columns_sql(), (db.schema, t))]
                 for t in (c.source_table, c.target_table)}
         conn.rollback()
-        if transformed or cols[c.source_table] != cols[c.target_table]:
-            why = (f"transformed column(s) {', '.join(transformed)}" if transformed
-                   else "the tables' columns differ")
-            return item(name, "n/a", f"not expected byte-identical: {why}")
-        sums = [str(db.query(conn, db.dialect.table_checksum_sql(t, c.key, db.schema))[0][-1])
-                for t in (c.source_table, c.target_table)]
-        conn.rollback()
-    ok = sums[0] == sums[1]
-    return item(name, "pass" if ok else "fail", f"source {sums[0]}, target {sums[1]}",
-                source_checksum=sums[0], target_checksum=sums[1])
+    if transformed or cols[c.source_table] != cols[c.target_table]:
+        why = (f"transformed column(s) {', '.join(transformed)}" if transformed
+               else "the tables' columns differ")
+        return item(name, "n/a", f"not expected byte-identical: {why}")
+    if v.mode != "full":
+        return item(name, "n/a", "sampled validation: a whole-table checksum is one unthrottled read of the "
+                    "whole table on the primary, not run here; a full validation gives this item")
+    ok = v.mismatched == 0 and v.count_parity and not v.unexplained_ranges
+    return item(name, "pass" if ok else "fail",
+                f"from the full validation: {v.mismatched} differing row(s) of {v.source_rows}, every key's row "
+                "hashed in throttled key-range chunks of both tables (CHECKSUM TABLE / md5(string_agg) not run: "
+                "one unthrottled whole-table read)", differing=v.mismatched, implied_by_validation=True)
 
 
 def _nulls_left(c: RunConfig, db: Database, v: ValidationResult) -> dict[str, Any]:
@@ -106,7 +119,7 @@ def _nulls_left(c: RunConfig, db: Database, v: ValidationResult) -> dict[str, An
                     nulls=0, by_column={}, implied_by_validation=True)
     target = c.target_table if c.mode == "copy" else c.source_table
     sql, params = db.dialect.nulls_left_sql(c.source_table, target, c.key, c.columns, db.schema, c.mode == "copy")
-    with db.session() as conn:
+    with _session(c, db) as conn:
         row = db.query(conn, sql, params)[0]
         conn.rollback()
     per = {col: int(n) for col, n in zip(c.columns, row, strict=True) if int(n)}
@@ -119,7 +132,7 @@ def _nulls_left(c: RunConfig, db: Database, v: ValidationResult) -> dict[str, An
 def _orphans(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]:
     target = c.target_table if c.mode == "copy" else c.source_table
     found = []
-    with db.session() as conn:
+    with _session(c, db) as conn:
         fks = db.query(conn, db.dialect.foreign_keys_sql(), (db.schema, target, db.schema, target))
         conn.rollback()
         for fk, child, ccol, parent, pcol in fks:
@@ -136,7 +149,7 @@ def _orphans(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]
 
 
 def _cache_hit(c: RunConfig, db: Database, _v: ValidationResult) -> dict[str, Any]:
-    with db.session() as conn:
+    with _session(c, db) as conn:
         misses, requests = db.query(conn, db.dialect.cache_hit_sql())[0]
         conn.rollback()
     misses, requests = float(misses or 0), float(requests or 0)
