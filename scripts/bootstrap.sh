@@ -4,7 +4,8 @@
 #   bash scripts/bootstrap.sh venv     [PYTHON] [VENV]   build deps, then .venv with the project installed (editable)
 #   bash scripts/bootstrap.sh build-deps [PYTHON] [VENV] only the system packages mysqlclient and the venv need
 #   bash scripts/bootstrap.sh services                  database server binaries for the tests; Redis (and MariaDB
-#                                                       for `make demo-mysql`) started when not answering
+#                                                       for `make demo-mysql`) started when not answering; MySQL 9.7
+#   bash scripts/bootstrap.sh mysql                     Oracle MySQL 9.7 unpacked into .local/mysql/root (cached)
 #
 # A fresh machine needs only Python 3.11+ and make. What else is missing is installed here:
 # on Debian/Ubuntu with apt-get as root, or through passwordless sudo. Anywhere else, or
@@ -129,6 +130,44 @@ services() {
     say "starting mariadbd on 3306"
     start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
   fi
+  mysql
+}
+
+# ----------------------------------------------------------------- Oracle MySQL 9.7
+# Debian's unstable suite ships mysql-server-core 9.7 (the release here has no MySQL server), built
+# against unstable's C and C++ runtime. Nothing is installed: a private apt configuration under
+# .local/mysql downloads the server, the client and their runtime libraries (about 50 MB), dpkg -x
+# unpacks them into .local/mysql/root, and scripts/localdb.py runs mysqld through that root's own
+# loader. Cached: a second run does nothing. ZDT_MYSQL_ROOT points elsewhere (a root already made).
+MYSQL_DIR=${ZDT_MYSQL_DIR:-.local/mysql}
+MYSQL_PACKAGES=(mysql-server-core mysql-client-core libc6 libstdc++6 libgcc-s1 libaio1t64 libicu78
+  libprotobuf-lite32t64 libprotobuf32t64 libgoogle-perftools4t64 libtcmalloc-minimal4t64 libunwind8
+  libmecab2 libnuma1 libtirpc3t64 libssl3t64 libzstd1 liblz4-1 zlib1g libcurl4t64 libfido2-1
+  libcbor0.10 libedit2 libbsd0 libmd0 libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0
+  libcom-err2 libkeyutils1 libtinfo6 libnghttp2-14 libidn2-0 librtmp1 libssh2-1t64 libpsl5t64
+  libbrotli1 libldap2 libsasl2-2 libunistring5 libgnutls30t64 libhogweed6t64 libnettle8t64 libgmp10
+  libp11-kit0 libtasn1-6 libffi8 libselinux1 libpcre2-8-0 libcrypt1 libsystemd0 libcap2 liblzma5)
+
+mysql() {
+  [ -n "${ZDT_MYSQL_ROOT:-}" ] && return 0
+  local root="$MYSQL_DIR/root"
+  [ -f "$root/.complete" ] && return 0
+  command -v "${APT_GET%% *}" >/dev/null 2>&1 && command -v dpkg >/dev/null 2>&1 || {
+    echo "note: no apt-get/dpkg: the MySQL 9.7 tests need ZDT_MYSQL_ROOT (see README)" >&2; return 0; }
+  say "fetching Oracle MySQL 9.7 from Debian unstable into $root (once, about 50 MB)"
+  local etc="$MYSQL_DIR/apt"
+  rm -rf "$etc" "$root.tmp" && mkdir -p "$etc/parts" "$etc/lists/partial" "$etc/cache/archives/partial" "$etc/debs" "$root.tmp"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian unstable main" >"$etc/sources.list"
+  local abs; abs=$(cd "$etc" && pwd)
+  local opts=(-o "Dir::Etc::SourceList=$abs/sources.list" -o "Dir::Etc::SourceParts=$abs/parts"
+    -o "Dir::State::Lists=$abs/lists" -o "Dir::Cache=$abs/cache" -o "Dir::State::status=/dev/null"
+    -o Debug::NoLocking=1 -o APT::Sandbox::User=root -qq)
+  $APT_GET "${opts[@]}" update
+  (cd "$abs/debs" && $APT_GET "${opts[@]}" download "${MYSQL_PACKAGES[@]}")
+  for f in "$abs"/debs/*.deb; do dpkg -x "$f" "$root.tmp"; done
+  rm -rf "$root" && mv "$root.tmp" "$root" && rm -rf "$abs/debs" "$abs/cache"
+  touch "$root/.complete"
+  say "MySQL $(scripts/mysqld-private --version 2>/dev/null | sed -n 's/.*Ver \([^ ]*\).*/\1/p') ready in $root"
 }
 
 ui_deps() {
@@ -141,6 +180,7 @@ case "$step" in
   venv) venv ;;
   build-deps) build_deps ;;
   services) services ;;
+  mysql) mysql ;;
   ui-deps) ui_deps ;;
-  *) echo "usage: $0 venv [PYTHON] [VENV] | build-deps | services | ui-deps" >&2; exit 2 ;;
+  *) echo "usage: $0 venv [PYTHON] [VENV] | build-deps | services | mysql | ui-deps" >&2; exit 2 ;;
 esac

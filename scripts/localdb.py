@@ -65,7 +65,7 @@ HOST = "127.0.0.1"
 DATABASE = "backfill"
 PAIR_FILE = "pair.json"
 LOCK_FILE = ".localdb.lock"
-ENGINES = ("postgres", "mariadb")
+ENGINES = ("postgres", "mariadb", "mysql")
 SERVICE_USER = "zdtbackfill"  # created when running as root and no `postgres` user exists
 START_TIMEOUT = 60.0  # seconds to wait for a server to accept queries
 STOP_TIMEOUT = 60.0  # seconds to wait for a server to exit before killing it
@@ -73,6 +73,11 @@ COMMAND_TIMEOUT = 300.0  # seconds for initdb, pg_basebackup, mariadb-install-db
 UNIX_SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 POSTGRES_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 MARIADB_PROGRAMS = {"mariadbd": "mariadbd", "install_db": "mariadb-install-db", "client": "mariadb"}
+#: Oracle MySQL's private root (``scripts/bootstrap.sh mysql``) and the script that runs its mysqld.
+MYSQL_ROOT = Path(os.environ.get("ZDT_MYSQL_ROOT") or Path(__file__).resolve().parents[1] / ".local" / "mysql" / "root")
+MYSQLD = Path(__file__).resolve().parent / "mysqld-private"
+#: What ``ps`` names mysqld run through the private root's loader.
+MYSQLD_COMM = "ld-linux-x86-64"
 PG_SETTINGS = {
     "listen_addresses": HOST,
     "wal_level": "replica",
@@ -104,7 +109,7 @@ class ServerStartError(RuntimeError):
 class Server:
     """Connection details of one local server."""
 
-    engine: str  # "postgres" | "mariadb"
+    engine: str  # "postgres" | "mariadb" | "mysql"
     host: str
     port: int
     user: str
@@ -185,6 +190,11 @@ def find_mariadb() -> dict[str, Path] | None:
     if any(path is None for path in found.values()):
         return None
     return {key: path for key, path in found.items() if path is not None}
+
+
+def find_mysql() -> Path | None:
+    """Return the private MySQL root (``scripts/bootstrap.sh mysql``), or None if it is not there."""
+    return MYSQL_ROOT if (MYSQL_ROOT / "usr" / "sbin" / "mysqld").exists() else None
 
 
 def _which(program: str) -> Path | None:
@@ -289,6 +299,8 @@ def pause_replay(pair: Pair) -> None:
     """
     if pair.replica.engine == "postgres":
         _query(pair.replica, "SELECT pg_wal_replay_pause()")
+    elif pair.replica.engine == "mysql":
+        _query(pair.replica, "STOP REPLICA SQL_THREAD")
     else:
         _query(pair.replica, "STOP SLAVE SQL_THREAD")
 
@@ -297,6 +309,8 @@ def resume_replay(pair: Pair) -> None:
     """Resume applying replicated changes on the replica after ``pause_replay``."""
     if pair.replica.engine == "postgres":
         _query(pair.replica, "SELECT pg_wal_replay_resume()")
+    elif pair.replica.engine == "mysql":
+        _query(pair.replica, "START REPLICA SQL_THREAD")
     else:
         _query(pair.replica, "START SLAVE SQL_THREAD")
 
@@ -310,6 +324,8 @@ def wait_replica_caught_up(pair: Pair, timeout: float = 30.0) -> None:
     """
     if pair.primary.engine == "postgres":
         _wait_postgres_caught_up(pair, timeout)
+    elif pair.primary.engine == "mysql":
+        _wait_mysql_caught_up(pair, timeout)
     else:
         _wait_mariadb_caught_up(pair, timeout)
 
@@ -325,6 +341,32 @@ def _locked(base_dir: Path) -> Iterator[Path]:
     with open(base / LOCK_FILE, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield base
+
+
+def start_mysql_pair(base_dir: Path, primary_port: int | None = None, replica_port: int | None = None) -> Pair:
+    """Start (initialising on first use) an Oracle MySQL 9.7 primary + GTID replica in ``base_dir``.
+
+    The server comes from the private root of ``scripts/bootstrap.sh mysql`` (Debian unstable's
+    ``mysql-server-core``, run through that root's loader). ``root`` logs in over TCP from
+    127.0.0.1 with an empty password (``caching_sha2_password``, MySQL's only default), the
+    database ``backfill`` exists on both servers, and the replica runs with ``super_read_only``.
+    Raises as :func:`start_mariadb_pair` does.
+    """
+    if find_mysql() is None:
+        raise MissingServerBinaries(
+            f"no MySQL server in {MYSQL_ROOT}: run `bash scripts/bootstrap.sh mysql` (or set ZDT_MYSQL_ROOT)")
+    with _locked(Path(base_dir)) as base:
+        record = _record(base, "mysql")
+        if record is None:
+            pair = _new_pair("mysql", base, primary_port, replica_port)
+            _init_mysql_pair(pair)
+            _write_record(base, "mysql", pair)
+            return pair
+        pair = _recorded_pair("mysql", base, record, primary_port, replica_port)
+        for server, server_id in ((pair.primary, 1), (pair.replica, 2)):
+            if not is_running(server):
+                _start_mysql(server, server_id)
+        return pair
 
 
 def _read_records(base: Path) -> dict[str, dict[str, Any]]:
@@ -408,7 +450,7 @@ def _ensure_port_free(port: int) -> None:
 
 
 def _program(engine: str) -> str:
-    return "postgres" if engine == "postgres" else "mariadbd"
+    return {"postgres": "postgres", "mysql": MYSQLD_COMM}.get(engine, "mariadbd")
 
 
 def _pid_file(engine: str, datadir: Path) -> Path:
@@ -874,6 +916,84 @@ def _wait_mariadb_caught_up(pair: Pair, timeout: float) -> None:
         )
 
 
+# --- Oracle MySQL -------------------------------------------------------------------------
+
+#: Run by each new MySQL server at start: root may log in over TCP from 127.0.0.1 (initialize
+#: makes root@localhost only, which a TCP login under --skip-name-resolve is not).
+MYSQL_INIT_SQL = (
+    "CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY '';\n"
+    "GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;\n"
+)
+
+
+def _init_mysql_pair(pair: Pair) -> None:
+    """Initialise both data directories, start both servers with GTIDs, link the replica."""
+    primary, replica = pair.primary, pair.replica
+    primary.datadir.parent.mkdir(mode=0o700)
+    (primary.datadir.parent / "init.sql").write_text(MYSQL_INIT_SQL)
+    for server in (primary, replica):
+        _run([str(MYSQLD), "--no-defaults", "--initialize-insecure", f"--datadir={server.datadir}",
+              "--user=root", f"--basedir={MYSQL_ROOT / 'usr'}",
+              f"--lc-messages-dir={MYSQL_ROOT / 'usr' / 'share' / 'mysql'}"])
+    _start_mysql(primary, server_id=1)
+    _start_mysql(replica, server_id=2)
+    _query(
+        replica,
+        "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
+        "SOURCE_CONNECT_RETRY=1, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
+        (primary.host, primary.port, primary.user, primary.password),
+        database="mysql",
+    )
+    _query(replica, "START REPLICA", database="mysql")
+    _query(primary, f"CREATE DATABASE {DATABASE}", database="mysql")
+    wait_replica_caught_up(pair)
+
+
+def _start_mysql(server: Server, server_id: int) -> None:
+    """Launch a detached mysqld (through the private root's loader) and wait until it answers."""
+    _ensure_port_free(server.port)
+    datadir = server.datadir
+    log_path = datadir / "error.log"
+    socket_path = datadir / "mysqld.sock"
+    if not _fits_unix_socket(socket_path):
+        socket_path = Path(f"/tmp/localdb-mysql-{server.port}.sock")
+    argv = [
+        str(MYSQLD), "--no-defaults", f"--datadir={datadir}", f"--basedir={MYSQL_ROOT / 'usr'}",
+        f"--lc-messages-dir={MYSQL_ROOT / 'usr' / 'share' / 'mysql'}", f"--port={server.port}",
+        f"--bind-address={server.host}", f"--socket={socket_path}", f"--pid-file={_pid_file(server.engine, datadir)}",
+        f"--log-error={log_path}", "--log-bin=mysql-bin", "--relay-log=relay-bin", f"--server-id={server_id}",
+        "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--binlog-format=ROW",
+        "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2", "--skip-name-resolve",
+        "--mysqlx=OFF", "--secure-file-priv=NULL", f"--init-file={datadir.parent / 'init.sql'}", "--user=root",
+    ]
+    if server_id != 1:
+        argv += ["--read-only", "--super-read-only"]
+    pid = int(
+        subprocess.run(
+            ["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", *argv],
+            capture_output=True, text=True, check=True, start_new_session=True, cwd=datadir,
+        ).stdout
+    )
+    _wait_ready(server, "mysql", pid, log_path)
+
+
+def _wait_mysql_caught_up(pair: Pair, timeout: float) -> None:
+    (target,) = _query(pair.primary, "SELECT @@GLOBAL.gtid_executed", database="mysql")[0]
+    (result,) = _query(pair.replica, "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (target, timeout),
+                       database="mysql")[0]
+    if result != 0:
+        with _connect(pair.replica, "mysql") as conn:
+            cursor = conn.cursor()
+            cursor.execute("SHOW REPLICA STATUS")
+            names = [column[0] for column in cursor.description]
+            status = dict(zip(names, cursor.fetchone() or (), strict=False))
+        details = {k: status.get(k) for k in ("Replica_IO_Running", "Replica_SQL_Running", "Retrieved_Gtid_Set",
+                                              "Last_IO_Error", "Last_SQL_Error")}
+        raise TimeoutError(
+            f"MySQL replica on port {pair.replica.port} has not applied GTID set {target} after {timeout}s ({details})"
+        )
+
+
 # --- messages and command line ------------------------------------------------------------
 
 
@@ -895,7 +1015,8 @@ def _missing_mariadb_message() -> str:
     )
 
 
-ENV_PREFIX = {"postgres": "AIRFLOW_CONN_BACKFILL_PG", "mariadb": "AIRFLOW_CONN_BACKFILL_MYSQL"}
+ENV_PREFIX = {"postgres": "AIRFLOW_CONN_BACKFILL_PG", "mariadb": "AIRFLOW_CONN_BACKFILL_MYSQL",
+              "mysql": "AIRFLOW_CONN_BACKFILL_ORACLE_MYSQL"}
 
 
 def _env_lines(pair: Pair) -> list[str]:
@@ -936,6 +1057,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in (
         ("start-postgres", "start a PostgreSQL primary + replica"),
         ("start-mariadb", "start a MariaDB primary + replica"),
+        ("start-mysql", "start an Oracle MySQL 9.7 primary + replica (scripts/bootstrap.sh mysql first)"),
         ("stop", "stop all servers in DIR"),
         ("status", "show servers in DIR; exit 0 only if all are running"),
     ):
@@ -953,7 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "status":
         return _status(args.dir)
-    start = start_postgres_pair if args.command == "start-postgres" else start_mariadb_pair
+    start = {"start-postgres": start_postgres_pair, "start-mysql": start_mysql_pair}.get(args.command,
+                                                                                         start_mariadb_pair)
     try:
         pair = start(args.dir, args.port, args.replica_port)
     except MissingServerBinaries as exc:

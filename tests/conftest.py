@@ -51,7 +51,7 @@ def servers_dir():
     d = Path(tempfile.mkdtemp(prefix="zdt-servers-"))
     os.chmod(d, 0o755)
     yield d
-    for sub in ("pg", "mariadb"):
+    for sub in ("pg", "mariadb", "mysql"):
         localdb.stop(d / sub)
     shutil.rmtree(d, ignore_errors=True)
 
@@ -72,6 +72,19 @@ def mariadb_pair(servers_dir):
         missing(f"MariaDB server binaries not found: {exc}")
 
 
+@pytest.fixture(scope="session")
+def mysql_pair(servers_dir):
+    try:
+        return localdb.start_mysql_pair(servers_dir / "mysql")
+    except localdb.MissingServerBinaries as exc:
+        missing(f"Oracle MySQL server not found: {exc}")
+
+
+#: Each engine flavour the suite runs on, and its pair's fixture. ``env.engine`` is the family
+#: (``postgres`` | ``mysql``: the SQL a test writes), ``env.flavour`` the server.
+FLAVOURS = {"postgres": "pg_pair", "mariadb": "mariadb_pair", "mysql": "mysql_pair"}
+
+
 def _pg_url(server, database):
     return f"postgresql://{server.user}@{server.host}:{server.port}/{database}"
 
@@ -83,16 +96,18 @@ def _mysql_url(server, database):
 class Env:
     """A fresh database on a primary + replica pair, for one test.
 
-    :ivar engine: ``postgres`` or ``mysql``.
+    :ivar engine: ``postgres`` or ``mysql`` (the family: MariaDB and Oracle MySQL).
+    :ivar flavour: ``postgres``, ``mariadb`` or ``mysql`` (Oracle MySQL).
     :ivar db: engine :class:`~zdt_backfill.db.Database` on the primary.
     :ivar replica_db: the same database on the replica.
     :ivar conn_env: ``AIRFLOW_CONN_*`` variables naming ``backfill_<engine>`` and ``..._replica``.
     """
 
-    def __init__(self, engine, pair, database):
+    def __init__(self, flavour, pair, database):
         from zdt_backfill.db import Database
 
-        self.engine = engine
+        self.flavour = flavour
+        engine = self.engine = "postgres" if flavour == "postgres" else "mysql"
         self.pair = pair
         self.database = database
         url = _pg_url if engine == "postgres" else _mysql_url
@@ -100,7 +115,7 @@ class Env:
         self.replica_url = url(pair.replica, database)
         self.db = Database.from_url(self.url)
         self.replica_db = Database.from_url(self.replica_url)
-        self.conn_id = f"backfill_{'pg' if engine == 'postgres' else 'mysql'}"
+        self.conn_id = f"backfill_{'pg' if flavour == 'postgres' else flavour}"
         self.replica_conn_id = f"{self.conn_id}_replica"
         conn_type = "postgres" if engine == "postgres" else "mysql"
         import json
@@ -130,32 +145,40 @@ class Env:
         return self.sql(statement, params)[0][0]
 
 
-def _create_database(engine, pair, name):
+def _create_database(flavour, pair, name):
     import MySQLdb
     import psycopg
 
-    if engine == "postgres":
+    if flavour == "postgres":
         with psycopg.connect(host=pair.primary.host, port=pair.primary.port, user=pair.primary.user,
                              dbname="postgres", autocommit=True) as c:
             c.execute(f'CREATE DATABASE "{name}"')
     else:
         c = MySQLdb.connect(host=pair.primary.host, port=pair.primary.port, user=pair.primary.user, password="")
-        c.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        # MariaDB: its PAD SPACE utf8mb4_general_ci; Oracle MySQL: the server's default,
+        # utf8mb4_0900_ai_ci (NO PAD), which the byte-exact oracles must see through too.
+        collate = " COLLATE utf8mb4_general_ci" if flavour == "mariadb" else ""
+        c.cursor().execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4{collate}")
+        if flavour == "mysql":
+            # Oracle MySQL 9.7 (Debian's build) has no MD5(): the suite's users projection and its
+            # oracles say md5(...), so each test database gets one (a stored function: the engine's
+            # own checksums use SHA2 there, never this).
+            c.cursor().execute(f"CREATE FUNCTION `{name}`.md5(s LONGTEXT) RETURNS CHAR(32) CHARSET ascii"
+                               " DETERMINISTIC NO SQL RETURN LEFT(SHA2(s, 256), 32)")
         c.close()
     localdb.wait_replica_caught_up(pair)
 
 
-@pytest.fixture(params=["postgres", "mysql"])
+@pytest.fixture(params=list(FLAVOURS))
 def env(request):
-    """A fresh database on each engine's pair (the test runs once per engine)."""
-    engine = request.param
-    return _fresh_env(engine, request.getfixturevalue("pg_pair" if engine == "postgres" else "mariadb_pair"))
+    """A fresh database on each engine's pair (the test runs once per flavour: postgres, mariadb, mysql)."""
+    return _fresh_env(request.param, request.getfixturevalue(FLAVOURS[request.param]))
 
 
-def _fresh_env(engine, pair):
+def _fresh_env(flavour, pair):
     name = f"t_{uuid.uuid4().hex[:10]}"
-    _create_database(engine, pair, name)
-    return Env(engine, pair, name)
+    _create_database(flavour, pair, name)
+    return Env(flavour, pair, name)
 
 
 @pytest.fixture
@@ -164,10 +187,28 @@ def pg_env(pg_pair):
     return _fresh_env("postgres", pg_pair)
 
 
+@pytest.fixture(params=["mariadb", "mysql"])
+def mysql_env(request):
+    """A fresh database on each MySQL-family pair (MariaDB, Oracle MySQL), for MySQL-specific behaviour."""
+    return _fresh_env(request.param, request.getfixturevalue(FLAVOURS[request.param]))
+
+
 @pytest.fixture
-def mysql_env(mariadb_pair):
-    """A fresh database on the MariaDB pair only, for MySQL-specific behaviour."""
-    return _fresh_env("mysql", mariadb_pair)
+def mariadb_env(mariadb_pair):
+    """A fresh database on the MariaDB pair only, for MariaDB-only behaviour (its replication SQL)."""
+    return _fresh_env("mariadb", mariadb_pair)
+
+
+def seq(env, rows: int) -> str:
+    """A row source of ``seq`` = 1..rows on the MySQL family (MariaDB's SEQUENCE engine; on MySQL a
+    recursive CTE, whose depth limit the caller lifts with :data:`MYSQL_CTE_DEPTH`)."""
+    if env.flavour == "mariadb":
+        return f"seq_1_to_{int(rows)}"
+    return f"(WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < {int(rows)}) SELECT seq FROM s) AS q"
+
+
+#: Run before a statement that reads :func:`seq` on Oracle MySQL (its recursion limit is 1,000).
+MYSQL_CTE_DEPTH = "SET SESSION cte_max_recursion_depth = 100000000;\n"
 
 
 def seed_users(env, rows: int, sparse_step: int = 1) -> None:
@@ -193,9 +234,8 @@ def seed_users(env, rows: int, sparse_step: int = 1) -> None:
         )
         if rows > 0:  # seq_1_to_0 would count down (1, 0)
             env.sql(
-                "INSERT INTO users_legacy SELECT 1 + (seq - 1) * %s, CONCAT('  User', seq, '@Example.COM '),"
-                " REPEAT(MD5(seq), 2), CURRENT_TIMESTAMP(6) - INTERVAL 2 DAY FROM seq_1_to_" + str(int(rows)),
-                (sparse_step,),
+                MYSQL_CTE_DEPTH + f"INSERT INTO users_legacy SELECT 1 + (seq - 1) * {int(sparse_step)}, CONCAT('  User',"
+                " seq, '@Example.COM '), REPEAT(MD5(seq), 2), CURRENT_TIMESTAMP(6) - INTERVAL 2 DAY FROM " + seq(env, rows)
             )
         env.sql("ANALYZE TABLE users_legacy")
 

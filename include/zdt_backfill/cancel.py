@@ -108,3 +108,41 @@ class Cancel:
         """
         if self._event.is_set():
             raise CancelledError(f"told to stop: {self.reason}") from exc
+
+
+class StatementDeadline:
+    """A client-side statement timeout: after ``seconds`` the statement of ``session_id()`` is
+    cancelled (``KILL QUERY``) and :attr:`fired` is set. For a server that bounds no
+    ``INSERT ... SELECT`` itself: Oracle MySQL's ``max_execution_time`` covers read-only
+    ``SELECT`` s only (MariaDB's ``max_statement_time`` and PostgreSQL's ``statement_timeout``
+    cover every statement, and need none of this).
+
+    Use as a context manager around one statement; the timer is a daemon thread.
+    """
+
+    def __init__(self, db: Any, session_id: Callable[[], Any], seconds: float) -> None:
+        self.db, self.session_id, self.seconds = db, session_id, seconds
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        session_id = self.session_id()
+        if session_id is None:
+            return
+        self.fired = True
+        log.warning("statement timeout: the statement of session %s ran past %.1fs: cancelling it", session_id,
+                    self.seconds)
+        try:
+            with self.db.session(statement_timeout_s=CANCEL_TIMEOUT_SECONDS) as conn:
+                self.db.execute(conn, self.db.dialect.cancel_statement_sql(), (int(session_id),))
+                conn.commit()
+        except Exception as exc:  # noqa: BLE001 - the statement then ends by itself
+            log.error("statement timeout: could not cancel session %s: %s", session_id, exc)
+
+    def __enter__(self) -> "StatementDeadline":
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._timer.cancel()

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from .dialects import Dialect, Statement, dialect_for, flavour_for_version
+from .errors import StatementTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class Database:
         """True when a statement ran out of its statement timeout (the batch was too big for
         the time allowed): PostgreSQL 57014 "canceling statement due to statement timeout",
         MariaDB 1969, MySQL 3024."""
-        return self.dialect.is_statement_timeout(exc)
+        return isinstance(exc, StatementTimeoutError) or self.dialect.is_statement_timeout(exc)
 
     def is_transient(self, exc: BaseException) -> bool:
         """True for errors a retry can fix: lock waits, deadlocks, timeouts, lost connections."""

@@ -49,3 +49,9 @@ class CancelledError(BackfillError):
     """The task was told to stop (Airflow's ``on_kill``: SIGTERM, *mark failed*, ``execution_timeout``,
     a worker's warm shutdown): the statement in flight was cancelled and rolled back, and the
     checkpoint is where the last committed batch put it. Not permanent: a retry resumes."""
+
+
+class StatementTimeoutError(BackfillError):
+    """A statement ran past its statement timeout and was cancelled by the client
+    (:class:`~zdt_backfill.cancel.StatementDeadline`, where the server bounds no DML itself): the
+    batch was too big for the time allowed, as a server's statement timeout would say."""

@@ -42,8 +42,11 @@ def write_counters(env) -> dict:
             "SELECT relname, n_tup_ins, n_tup_upd, n_tup_del FROM pg_stat_user_tables ORDER BY relname"
         )
         return {r[0]: tuple(r[1:]) for r in rows}
+    # Oracle MySQL counts its internal temporary tables (information_schema reads) in Handler_write:
+    # there only InnoDB's row counters, which every write to a user table moves.
+    handlers = "" if env.flavour == "mysql" else ", 'Handler_write', 'Handler_update', 'Handler_delete'"
     rows = env.sql("SHOW GLOBAL STATUS WHERE Variable_name IN ('Innodb_rows_inserted', 'Innodb_rows_updated',"
-                   " 'Innodb_rows_deleted', 'Handler_write', 'Handler_update', 'Handler_delete')")
+                   f" 'Innodb_rows_deleted'{handlers})")
     return {r[0]: int(r[1]) for r in rows}
 
 
@@ -153,7 +156,7 @@ def test_seed_script_end_to_end(env, tmp_path):
         {"lo_exclusive": 2000, "hi": 2500, "keys": 500},
     ]
     assert doc["partitions"][0]["explain"]["full_scan"] is False
-    assert doc["estimate"]["seconds"] == pytest.approx(5.0)  # prod: 500 rows/s
+    assert doc["estimate"]["seconds"] == pytest.approx(5.0, rel=0.05)  # prod: 500 rows/s (InnoDB samples its row estimate)
     assert write_counters(env) == before
     assert zdt_tables(env) == []
     assert env.scalar("SELECT count(*) FROM users_new") == 0

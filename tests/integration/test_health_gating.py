@@ -10,7 +10,7 @@ import time
 import pytest
 
 import localdb
-from conftest import projection_diff, seed_users, users_conf
+from conftest import MYSQL_CTE_DEPTH, projection_diff, seed_users, seq, users_conf
 from zdt_backfill.config import RunConfig
 from zdt_backfill.copying.chunker import Partition
 from zdt_backfill.copying.copier import PartitionCopier
@@ -115,8 +115,8 @@ def test_a_stopped_wal_receiver_reads_as_growing_lag(pg_env):
     localdb.wait_replica_caught_up(env.pair, timeout=60)
 
 
-def test_mariadb_master_delay_throttles(mysql_env):
-    env = mysql_env
+def test_mariadb_master_delay_throttles(mariadb_env):
+    env = mariadb_env
 
     def delay():
         replica_sql(env, "STOP SLAVE")
@@ -135,8 +135,8 @@ def test_mariadb_master_delay_throttles(mysql_env):
     assert_gated(result, seen, handle, ("lag", "lag-unknown"))
 
 
-def test_mariadb_stop_slave_throttles_and_never_crashes(mysql_env):
-    env = mysql_env
+def test_mariadb_stop_slave_throttles_and_never_crashes(mariadb_env):
+    env = mariadb_env
     try:
         result, seen, handle = lagging_copy(env, lambda: replica_sql(env, "STOP SLAVE"),
                                             lambda: replica_sql(env, "START SLAVE"))
@@ -214,8 +214,8 @@ def _fk_target(env, bad_keys):
                 " FROM generate_series(1, 20000) g")
     else:
         env.sql("INSERT INTO parent VALUES (1)")
-        env.sql("INSERT INTO src SELECT seq, CASE WHEN seq IN (" + ",".join(map(str, bad_keys)) + ") THEN 99 ELSE 1 END"
-                " FROM seq_1_to_20000")
+        env.sql(MYSQL_CTE_DEPTH + "INSERT INTO src SELECT seq, CASE WHEN seq IN (" + ",".join(map(str, bad_keys))
+                + ") THEN 99 ELSE 1 END FROM " + seq(env, 20000))
     return RunConfig.from_params(
         {"conn_id": "x", "source_table": "src", "target_table": "dst", "key": "id",
          "columns": {"parent_id": "parent_id"}, "profile": "dev", "dual_write": "assumed", "batch_size": 1000,
@@ -313,10 +313,7 @@ def test_lag_above_the_halt_threshold_sustained_halts_the_copy_and_destroys_noth
     replay is paused (PostgreSQL) or whose SQL thread is stopped... then left so (MariaDB)."""
     from zdt_backfill.signals.throttler import SustainedLagError
 
-    if env.engine == "postgres":
-        fault, heal = (lambda: localdb.pause_replay(env.pair)), (lambda: localdb.resume_replay(env.pair))
-    else:
-        fault, heal = (lambda: replica_sql(env, "STOP SLAVE SQL_THREAD")), (lambda: replica_sql(env, "START SLAVE"))
+    fault, heal = (lambda: localdb.pause_replay(env.pair)), (lambda: localdb.resume_replay(env.pair))
     try:
         with pytest.raises(SustainedLagError, match="halting the copy"):
             lagging_copy(env, fault, lambda: None, heal_after=0.1, halt_lag_seconds=1.0, halt_lag_after_seconds=2.0)

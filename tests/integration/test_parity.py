@@ -115,8 +115,8 @@ def test_pg_per_database_setting_is_reported(pg_env):
     assert _zdt_tables(staging) == 0 and _zdt_tables(production) == 0
 
 
-def test_mariadb_replica_global_setting_is_reported(mysql_env):
-    e = mysql_env
+def test_mariadb_replica_global_setting_is_reported(mariadb_env):
+    e = mariadb_env
     _seed(e)
     import localdb
 

@@ -85,7 +85,8 @@ def test_the_stored_report_has_an_html_page_with_charts_from_the_partitions_samp
     assert re.search(r"p0 \[1\.\.\d+\] batch 1: keys \(0, 250\] 250 rows in [\d.]+ s; effective [\d,]+ rows/s; "
                      r"[\d.]+% done, ETA .*; lag n/a; throttle", text), text[:2000]
     assert "run: " in text and "of the key span done" in text
-    assert re.search(r"p1 \[\d+\.\.5000\]: copied 2,[45]\d\d rows in 10 batches in .* this attempt, .* rows/s; .*"
+    # about half of 5,000 keys (the split is at a quantile of the row estimate, which InnoDB samples)
+    assert re.search(r"p1 \[\d+\.\.5000\]: copied 2,[3-6]\d\d rows in 1[01] batches in .* this attempt, .* rows/s; .*"
                      r"throttled .*\(rate ceiling", text)
     r = report.from_state(config, env.db, {"state": "copied", "reason": "test", "success": True})
     assert len(r["samples"]) >= 8 and {s["partition"] for s in r["samples"]} == {0, 1}

@@ -4,10 +4,10 @@ import re
 
 import pytest
 
-from zdt_backfill.dialects import ColumnType, MySQLDialect, PostgresDialect, Range, dialect_for
+from zdt_backfill.dialects import ColumnType, MariaDBDialect, MySQLDialect, PostgresDialect, Range, dialect_for
 from zdt_backfill.errors import UnsafeIdentifierError
 
-PG, MY = PostgresDialect(), MySQLDialect()
+PG, MY, MARIA = PostgresDialect(), MySQLDialect(), MariaDBDialect()
 COLS = {"email_normalized": "lower(trim(email))", "m": "id % 2"}
 
 
@@ -17,9 +17,13 @@ COLS = {"email_normalized": "lower(trim(email))", "m": "id % 2"}
         (PG, 'INSERT INTO "users_new" ("id", "email_normalized", "m") SELECT "id", (lower(trim(email))), (id %% 2)'
              ' FROM "users_legacy" WHERE "id" > %s AND "id" <= %s FOR SHARE ON CONFLICT ("id") DO NOTHING'),
         (MY, "INSERT INTO `users_new` (`id`, `email_normalized`, `m`) SELECT `id`, (lower(trim(email))), (id %% 2)"
-             " FROM `users_legacy` FORCE INDEX (PRIMARY) WHERE `id` > %s AND `id` <= %s LOCK IN SHARE MODE NOWAIT"
+             " FROM `users_legacy` FORCE INDEX (PRIMARY) WHERE `id` > %s AND `id` <= %s FOR SHARE NOWAIT"
              " ON DUPLICATE KEY UPDATE `id` = `users_new`.`id`"),
+        (MARIA, "INSERT INTO `users_new` (`id`, `email_normalized`, `m`) SELECT `id`, (lower(trim(email))), (id %% 2)"
+                " FROM `users_legacy` FORCE INDEX (PRIMARY) WHERE `id` > %s AND `id` <= %s LOCK IN SHARE MODE NOWAIT"
+                " ON DUPLICATE KEY UPDATE `id` = `users_new`.`id`"),
     ],
+    ids=["postgres", "mysql", "mariadb"],
 )
 def test_copy_batch_is_one_insert_select_with_insert_if_absent(dialect, expected):
     assert dialect.copy_batch_sql("users_legacy", "users_new", "id", COLS) == expected
@@ -269,3 +273,21 @@ def test_postgres_fused_batch_is_one_statement_with_the_guarded_checkpoint():
 
 def test_mysql_has_no_fused_batch():
     assert MY.fused_copy_batch_sql("a", "b", "id", COLS, lambda *a: "") is None
+
+
+def test_mysql_v2_json_plans_read_like_format_1():
+    """Oracle MySQL 9's EXPLAIN FORMAT=JSON format 2 (its default): the access nodes read as format 1."""
+    v2 = {"query_plan": {"inputs": [{"inputs": [{
+        "operation": "Index range scan on users_legacy using PRIMARY over (0 < id <= 500)", "index_name": "PRIMARY",
+        "table_name": "users_legacy", "access_type": "index", "index_access_type": "index_range_scan"}],
+        "operation": "Filter", "access_type": "filter"}], "operation": "Insert into users_new", "table_name": "users_new"}}
+    assert MY.index_range_scan(v2, "users_legacy", "PRIMARY")[0] is True
+    scan = {"query_plan": {"operation": "Table scan on users_legacy", "table_name": "users_legacy", "access_type": "table"}}
+    assert MY.index_range_scan(scan, "users_legacy", "PRIMARY")[0] is False
+    assert MY.full_scans(scan, "users_legacy")
+
+
+def test_each_mysql_flavour_hashes_with_a_digest_it_has():
+    assert "sha2(" in MY.row_hash(["`a`"]) and "md5(" not in MY.row_hash(["`a`"])
+    assert "md5(" in MARIA.row_hash(["`a`"])
+    assert MY.SERVER_BOUNDS_DML is False and MARIA.SERVER_BOUNDS_DML is True and PG.SERVER_BOUNDS_DML is True

@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from ..cancel import Cancel
+from ..cancel import Cancel, StatementDeadline
 from ..config import RunConfig
 from ..db import Database
-from ..errors import BatchError, CancelledError, RunStoppedError
+from ..errors import BatchError, CancelledError, RunStoppedError, StatementTimeoutError
 from ..signals.critical import CriticalLoadError, CriticalLoadMode, CriticalLoadWatchdog
 from ..signals.heartbeat import HeartbeatWriter
 from ..signals.lag import LagProbe
@@ -271,6 +271,22 @@ class PartitionCopier:
                                              fence=fence_sql)
 
     def _batch(self, progress: PartitionProgress) -> tuple[Chunk, int] | None:
+        """One batch; where the server bounds no ``INSERT ... SELECT`` (Oracle MySQL), under a
+        client-side statement timeout (:class:`~zdt_backfill.cancel.StatementDeadline`)."""
+        if self.db.dialect.SERVER_BOUNDS_DML:
+            return self._batch_once(progress)
+        deadline = StatementDeadline(self.db, lambda: self._session_id, self.config.statement_timeout_seconds)
+        try:
+            with deadline:
+                return self._batch_once(progress)
+        except Exception as exc:
+            if deadline.fired:
+                raise StatementTimeoutError(
+                    f"the batch ran past statement_timeout_seconds={self.config.statement_timeout_seconds:g} and was "
+                    "cancelled (KILL QUERY: this server bounds no INSERT ... SELECT by itself)") from exc
+            raise
+
+    def _batch_once(self, progress: PartitionProgress) -> tuple[Chunk, int] | None:
         conn = self._connection()
         if self._resync:
             # After an error the commit may have happened with its acknowledgement lost:

@@ -73,12 +73,20 @@ class MySQLDialect(MySQLTypes, MySQLRows, MySQLCompare, MySQLCatalog, MySQLDDL, 
     """The MySQL family: MySQL 8.0+ and, through :class:`MariaDBDialect`, MariaDB 10.6+."""
 
     flavour = "mysql"
+    SERVER_BOUNDS_DML = False  # max_execution_time bounds read-only SELECTs only
 
 
 class MariaDBDialect(MySQLDialect):
     """MariaDB 10.6+ (tested on 10.11): the MySQL family's SQL, with MariaDB's own spellings."""
 
     flavour = "mariadb"
+    SERVER_BOUNDS_DML = True  # max_statement_time bounds every statement
+    share_lock = "LOCK IN SHARE MODE NOWAIT"  # MariaDB has no FOR SHARE
+    ROW_DIGEST = "md5({})"  # faster than SHA-256 here; Oracle MySQL 9.7 has no MD5()
+    GLOBAL_STATUS_TABLE = "information_schema.global_status"
+
+    def explain_session(self):
+        return []  # one JSON plan format
 
 
 #: Engine names (URL schemes, Airflow connection types) -> dialect class.

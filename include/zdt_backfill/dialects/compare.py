@@ -196,9 +196,13 @@ class MySQLCompare(Compare):
             " AND o.constraint_name = k.constraint_name AND o.ordinal_position > 1) ORDER BY k.constraint_name"
         )
 
+    #: Where the server's status counters are a table: Oracle MySQL 8.0+ moved them to
+    #: performance_schema (MariaDB keeps information_schema, :class:`~zdt_backfill.dialects.MariaDBDialect`).
+    GLOBAL_STATUS_TABLE = "performance_schema.global_status"
+
     def cache_hit_sql(self):
-        return ("SELECT sum(CASE WHEN variable_name = 'INNODB_BUFFER_POOL_READS' THEN variable_value END),"
-                " sum(CASE WHEN variable_name = 'INNODB_BUFFER_POOL_READ_REQUESTS' THEN variable_value END)"
-                " FROM information_schema.global_status"
-                " WHERE variable_name IN ('INNODB_BUFFER_POOL_READS', 'INNODB_BUFFER_POOL_READ_REQUESTS')")
+        return ("SELECT sum(CASE WHEN upper(variable_name) = 'INNODB_BUFFER_POOL_READS' THEN variable_value END),"
+                " sum(CASE WHEN upper(variable_name) = 'INNODB_BUFFER_POOL_READ_REQUESTS' THEN variable_value END)"
+                f" FROM {self.GLOBAL_STATUS_TABLE}"
+                " WHERE upper(variable_name) IN ('INNODB_BUFFER_POOL_READS', 'INNODB_BUFFER_POOL_READ_REQUESTS')")
 

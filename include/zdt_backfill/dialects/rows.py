@@ -261,7 +261,9 @@ class MySQLRows(Rows):
     def _upsert_update(self, quoted_key, quoted_columns):
         return "ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in quoted_columns)
 
-    share_lock = "LOCK IN SHARE MODE NOWAIT"
+    # Oracle MySQL 8.0+ spelling; its parser refuses NOWAIT after LOCK IN SHARE MODE in an
+    # INSERT ... SELECT (MariaDB's spelling, :class:`~zdt_backfill.dialects.MariaDBDialect`).
+    share_lock = "FOR SHARE NOWAIT"
 
     def _delete_aliased(self, table_sql):
         return f"DELETE t FROM {table_sql} AS t"

@@ -35,6 +35,11 @@ class Session(DialectBase):
         batch session, and inside pre-flight's ``EXPLAIN`` transaction, which rolls back."""
         return []
 
+    #: Whether the session's statement timeout (:meth:`session_setup`) bounds DML too. Oracle
+    #: MySQL's ``max_execution_time`` bounds read-only ``SELECT`` s only: there the copier cancels
+    #: a batch past its timeout itself (:class:`~zdt_backfill.cancel.StatementDeadline`).
+    SERVER_BOUNDS_DML = True
+
     def backend_id_sql(self) -> str:
         """The session's server-side id (PostgreSQL backend pid, MySQL connection id): what
         :meth:`cancel_statement_sql` takes."""

@@ -17,6 +17,7 @@ The result is a JSON-ready dict (the seed's ``explain_plan.json``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -59,6 +60,9 @@ def _human(seconds: float) -> str:
 def _explain(db: Database, conn: Any, stmt: str, params: tuple) -> Any:
     d = db.dialect
     try:
+        for s in d.explain_session():
+            with contextlib.suppress(Exception):  # a server without the setting
+                db.execute(conn, s)
         for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
             db.execute(conn, s)
         doc = db.query(conn, d.explain_sql(stmt), params)[0][0]

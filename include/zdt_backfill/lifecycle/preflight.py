@@ -38,6 +38,7 @@ Checks (fatal unless marked *warn*):
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -287,6 +288,9 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         else:
             stmt = d.fill_batch_sql(c.source_table, c.key, c.columns, db.schema)
         try:
+            for s in d.explain_session():
+                with contextlib.suppress(Exception):  # a server without the setting
+                    db.execute(conn, s)
             for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
                 db.execute(conn, s)
             explain = d.parse_plan(db.query(conn, d.explain_sql(stmt), (lo, hi))[0][0])
