@@ -184,6 +184,18 @@ def expression_problems(
     return problems
 
 
+def function_names(sql: str, engine: str) -> set[str]:
+    """The names (lower case, as written) of the functions an expression or query calls; empty
+    when it does not parse (its own check says why). Operators that sqlglot models as functions
+    are not calls and are left out."""
+    try:
+        tree = sqlglot.parse_one(sql, read=_SQLGLOT_DIALECT[engine])
+    except (ParseError, TokenError, KeyError):
+        return set()
+    return {_names(node, sql)[0] for node in tree.walk()
+            if isinstance(node, exp.Func) and not isinstance(node, (*_OPERATORS, *_STRUCTURAL))}
+
+
 def check_expression(
     sql: str, column: str, engine: str, allow_functions: Iterable[str] = (), table: str | None = None
 ) -> None:

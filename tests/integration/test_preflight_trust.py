@@ -124,3 +124,29 @@ def test_pure_expressions_pass(env):
             plan = inspect(config, env.db, conn, [])
         assert {c.name: c.ok for c in plan.checks}["expressions"] is True, columns
     assert control_tables(env) == []
+
+
+def test_a_function_shadowing_a_builtin_on_the_search_path_is_refused(pg_env):
+    """A schema ahead of pg_catalog on the search path defines its own lower(): an unqualified
+    lower(trim(email)) would run it. Pre-flight reads the resolved search path and refuses."""
+    env = pg_env
+    seed_users(env, 30)
+    name = env.scalar("SELECT current_database()")
+    env.sql("CREATE SCHEMA evil")
+    env.sql("CREATE FUNCTION evil.lower(text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT 'pwned'::text $$")
+    env.sql(f'ALTER DATABASE "{name}" SET search_path = public, evil, pg_catalog')
+    try:
+        assert env.scalar("SELECT lower('ABC')") == "pwned"  # what an unqualified call runs now
+        before = source_fingerprint(env)
+        config = RunConfig.from_params(users_conf(env), run_id="shadow")
+        message = refused(env, config, "functions_unshadowed")
+        assert "lower() would run evil.lower" in message
+        assert source_fingerprint(env) == before
+    finally:
+        env.sql(f'ALTER DATABASE "{name}" RESET search_path')
+        env.sql("DROP SCHEMA evil CASCADE")
+    # with the default search path (pg_catalog implicitly first) the same run passes pre-flight
+    config = RunConfig.from_params(users_conf(env), run_id="shadow-ok")
+    with env.db.session() as conn:
+        plan = inspect(config, env.db, conn, [])
+    assert {c.name: c.ok for c in plan.checks}["functions_unshadowed"] is True

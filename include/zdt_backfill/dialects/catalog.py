@@ -13,6 +13,13 @@ class Catalog(DialectBase):
     #: What a relation other than a table is, by the catalog's kind (:meth:`relation_kind_sql`).
     NOT_A_TABLE: dict[str, str] = {}
 
+    def shadowed_functions_sql(self) -> str | None:
+        """Param: a list of function names. Rows ``(name, schema)`` of a function of that name in
+        a schema the session searches *before* the built-ins (``pg_catalog``): an unqualified call
+        would run it instead of the built-in. ``None`` where built-ins always win (MySQL: a
+        stored function named like a built-in must be called qualified)."""
+        return None
+
     def relation_kind_sql(self) -> str:
         """Params ``(schema_or_null, name)``: one row with the relation's kind (PostgreSQL
         ``pg_class.relkind``, MySQL ``information_schema.tables.table_type``); none when absent."""
@@ -62,6 +69,17 @@ class PostgresCatalog(Catalog):
     """The Postgres part of the catalog role."""
 
     NOT_A_TABLE = {"v": "a view", "m": "a materialized view", "f": "a foreign table", "S": "a sequence"}
+
+    def shadowed_functions_sql(self):
+        # current_schemas(true): the search path as resolved, implicit pg_catalog and pg_temp included
+        return (
+            "SELECT DISTINCT p.proname, n.nspname FROM pg_catalog.pg_proc p"
+            " JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE p.proname = ANY(%s) AND n.nspname <> 'pg_catalog'"
+            " AND pg_catalog.array_position(pg_catalog.current_schemas(true), n.nspname::text)"
+            " < pg_catalog.array_position(pg_catalog.current_schemas(true), 'pg_catalog')"
+            " ORDER BY 1, 2"
+        )
 
     def relation_kind_sql(self):
         return ("SELECT c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"

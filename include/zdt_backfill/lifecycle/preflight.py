@@ -48,7 +48,7 @@ from ..config import RunConfig
 from ..copying.chunker import Partition, partition_count, partitions_at, plan_partitions
 from ..db import Database
 from ..errors import PreflightError
-from ..expressions import expression_problems, query_problems
+from ..expressions import expression_problems, function_names, query_problems
 from ..signals import heartbeat
 from ..signals.lag import LagProbe, max_lag
 from ..state.checkpoint import CheckpointStore
@@ -213,6 +213,18 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         " ".join(f"{f} ({queries[f]}): {'; '.join(p)}." for f, p in bad_probes.items())
         if bad_probes else f"{len(queries)} probe quer{'y' if len(queries) == 1 else 'ies'}: one read-only SELECT each",
     )
+    shadow_sql = d.shadowed_functions_sql()
+    called = sorted(set().union(*(function_names(q, d.name) for q in [*c.columns.values(), *queries.values()])))
+    if shadow_sql and called:
+        shadows = db.query(conn, shadow_sql, (called,))
+        checks.add(
+            "functions_unshadowed",
+            not shadows,
+            " ".join(f"{name}() would run {schema}.{name}, not the built-in: schema {schema} is ahead of pg_catalog "
+                     "on the search path (put pg_catalog first in the role's search_path, or drop the function)."
+                     for name, schema in shadows)
+            if shadows else f"{len(called)} function name(s) resolve to the built-ins",
+        )
     missing = [col for col in c.columns if col not in tgt_cols]
     checks.add("target_columns", not missing, f"missing in target: {missing}" if missing else f"{len(c.columns)} target column(s) found")
     not_nullable = [col for col in c.columns if col in tgt_cols and not tgt_cols[col][1]]
