@@ -201,14 +201,16 @@ def mariadb_env(mariadb_pair):
 
 def seq(env, rows: int) -> str:
     """A row source of ``seq`` = 1..rows on the MySQL family (MariaDB's SEQUENCE engine; on MySQL a
-    recursive CTE, whose depth limit the caller lifts with :data:`MYSQL_CTE_DEPTH`)."""
+    recursive CTE, whose depth limit the caller lifts with :func:`cte_depth`)."""
     if env.flavour == "mariadb":
         return f"seq_1_to_{int(rows)}"
     return f"(WITH RECURSIVE s (seq) AS (SELECT 1 UNION ALL SELECT seq + 1 FROM s WHERE seq < {int(rows)}) SELECT seq FROM s) AS q"
 
 
-#: Run before a statement that reads :func:`seq` on Oracle MySQL (its recursion limit is 1,000).
-MYSQL_CTE_DEPTH = "SET SESSION cte_max_recursion_depth = 100000000;\n"
+def cte_depth(env) -> str:
+    """The statement to run before one that reads :func:`seq` (Oracle MySQL's recursion limit is
+    1,000; MariaDB's SEQUENCE engine needs none, and MariaDB has no such variable)."""
+    return "SET SESSION cte_max_recursion_depth = 100000000;\n" if env.flavour == "mysql" else ""
 
 
 def seed_users(env, rows: int, sparse_step: int = 1) -> None:
@@ -234,7 +236,7 @@ def seed_users(env, rows: int, sparse_step: int = 1) -> None:
         )
         if rows > 0:  # seq_1_to_0 would count down (1, 0)
             env.sql(
-                MYSQL_CTE_DEPTH + f"INSERT INTO users_legacy SELECT 1 + (seq - 1) * {int(sparse_step)}, CONCAT('  User',"
+                cte_depth(env) + f"INSERT INTO users_legacy SELECT 1 + (seq - 1) * {int(sparse_step)}, CONCAT('  User',"
                 " seq, '@Example.COM '), REPEAT(MD5(seq), 2), CURRENT_TIMESTAMP(6) - INTERVAL 2 DAY FROM " + seq(env, rows)
             )
         env.sql("ANALYZE TABLE users_legacy")

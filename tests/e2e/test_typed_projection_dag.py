@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from conftest import MYSQL_CTE_DEPTH, run_dag, seq
+from conftest import cte_depth, run_dag, seq
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def seed(env):
         env.sql("CREATE TABLE accounts_legacy (id BIGINT PRIMARY KEY, balance DECIMAL(12,2) NOT NULL,"
                 " updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6));\n"
                 "CREATE TABLE accounts_new (id BIGINT PRIMARY KEY, balance_cents DECIMAL(16,0) NULL)")
-        env.sql(MYSQL_CTE_DEPTH + "INSERT INTO accounts_legacy SELECT seq, ROUND(((CAST(seq AS SIGNED) * 7919) %% 20000000"
+        env.sql(cte_depth(env) + "INSERT INTO accounts_legacy SELECT seq, ROUND(((CAST(seq AS SIGNED) * 7919) %% 20000000"
                 " - 10000000) / 100.0, 2), CURRENT_TIMESTAMP(6) - INTERVAL 1 DAY FROM " + seq(env, ROWS))
 
 

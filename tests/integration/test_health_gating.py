@@ -10,7 +10,7 @@ import time
 import pytest
 
 import localdb
-from conftest import MYSQL_CTE_DEPTH, projection_diff, seed_users, seq, users_conf
+from conftest import cte_depth, projection_diff, seed_users, seq, users_conf
 from zdt_backfill.config import RunConfig
 from zdt_backfill.copying.chunker import Partition
 from zdt_backfill.copying.copier import PartitionCopier
@@ -214,7 +214,7 @@ def _fk_target(env, bad_keys):
                 " FROM generate_series(1, 20000) g")
     else:
         env.sql("INSERT INTO parent VALUES (1)")
-        env.sql(MYSQL_CTE_DEPTH + "INSERT INTO src SELECT seq, CASE WHEN seq IN (" + ",".join(map(str, bad_keys))
+        env.sql(cte_depth(env) + "INSERT INTO src SELECT seq, CASE WHEN seq IN (" + ",".join(map(str, bad_keys))
                 + ") THEN 99 ELSE 1 END FROM " + seq(env, 20000))
     return RunConfig.from_params(
         {"conn_id": "x", "source_table": "src", "target_table": "dst", "key": "id",
