@@ -37,7 +37,8 @@ from ..signals.heartbeat import HeartbeatWriter
 from ..signals.lag import LagProbe
 from ..signals.throttler import Throttler, build_throttler
 from ..state.checkpoint import CheckpointStore, PartitionProgress
-from ..state.runstate import COPYING, ROLLING_BACK, LeaseKeeper, RunHandle
+from ..state.lease import LeaseKeeper
+from ..state.runstate import COPYING, ROLLING_BACK, RunHandle
 from ..verify.checksum import target_casts
 from .chunker import Chunk, IntegerKeysetChunker, Partition
 from .progress import PartitionProgressLog, RunProgressLog, partition_summary

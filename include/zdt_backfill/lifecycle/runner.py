@@ -37,6 +37,7 @@ from ..signals.heartbeat import HeartbeatWriter
 from ..signals.lag import LagProbe, max_lag
 from ..signals.throttler import build_throttler
 from ..state.checkpoint import CheckpointStore, PartitionProgress
+from ..state.lease import LeaseKeeper
 from ..state.runstate import (
     CONTRACTED,
     CONTRACTING,
@@ -46,7 +47,6 @@ from ..state.runstate import (
     SOAKING,
     TERMINAL,
     WAIT_LEASE_MARGIN_SECONDS,
-    LeaseKeeper,
     PostFlipError,
     RunHandle,
     post_flip_refusal,

@@ -16,7 +16,8 @@ an XCom written by an earlier attempt:
 The partition plan and watermarks live in ``zdt_backfill_checkpoints``
 (:mod:`zdt_backfill.state.checkpoint`), written in each batch's own transaction.
 
-**The state machine** (the steps table :data:`STEPS`, and :data:`TRANSITIONS` derived from it)::
+**The state machine** (the steps table :data:`STEPS` of :mod:`zdt_backfill.state.steps`, and
+:data:`TRANSITIONS` derived from it)::
 
     planned -> copying <-> holding -> catching_up -> validating <-> repairing
     validating -> awaiting_approval | contracting | rolling_back | holding
@@ -29,7 +30,7 @@ to a destructive state. Every transition is checked against the table *in the da
 inside the transaction that makes it, and recorded with its reason.
 
 **The lease.** A run holds the table through a lease renewed at least every
-:data:`HEARTBEAT_SECONDS` by every active task (:class:`LeaseKeeper`), expiring
+:data:`HEARTBEAT_SECONDS` by every active task (:class:`~zdt_backfill.state.lease.LeaseKeeper`), expiring
 :data:`LEASE_SECONDS` after the last renewal; a run waiting for a human or a soak sets its
 expiry to that wait's deadline. A new run never takes a live lease; it takes over an
 expired one (a worker died) or a halted run's, logs the old run and resumes its
@@ -41,7 +42,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable
@@ -49,7 +49,32 @@ from typing import Any, Callable
 from ..config import RunConfig
 from ..db import Database
 from ..dialects.schema import EVENTS, RUNS
-from ..errors import ConcurrentRunError, PermanentError, PreflightError, RunStoppedError
+from ..errors import ConcurrentRunError, PreflightError, RunStoppedError
+from .steps import (  # noqa: F401 - re-exported: the state machine's names live in steps.py
+    AWAITING_APPROVAL,
+    CATCHING_UP,
+    CONTRACTED,
+    CONTRACTING,
+    COPYING,
+    HALTED,
+    HOLDING,
+    LIVE,
+    PLANNED,
+    POST_FLIP,
+    REPAIRING,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    SOAKING,
+    STATES,
+    STEPS,
+    TERMINAL,
+    TRANSITIONS,
+    VALIDATING,
+    InvalidTransitionError,
+    PostFlipError,
+    Step,
+    post_flip_refusal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -57,85 +82,6 @@ log = logging.getLogger(__name__)
 #: guards (:meth:`RunHandle.fencer`).
 Fence = Callable[[Any], None]
 
-
-PLANNED, COPYING, HOLDING, CATCHING_UP = "planned", "copying", "holding", "catching_up"
-VALIDATING, REPAIRING, AWAITING_APPROVAL = "validating", "repairing", "awaiting_approval"
-CONTRACTING, SOAKING, CONTRACTED, ROLLING_BACK, ROLLED_BACK, HALTED = (
-    "contracting", "soaking", "contracted", "rolling_back", "rolled_back", "halted",
-)
-STATES = (
-    PLANNED, COPYING, HOLDING, CATCHING_UP, VALIDATING, REPAIRING, AWAITING_APPROVAL,
-    CONTRACTING, SOAKING, CONTRACTED, ROLLING_BACK, ROLLED_BACK, HALTED,
-)
-#: Past the write flip: the application writes the new schema only (the seed's Post-Backfill
-#: window), and the new table holds writes that exist nowhere else. Only the contract's steps
-#: leave it (the legacy action, the storage reclaim, finish); it is never halted, rolled back,
-#: repaired, re-validated, re-copied or taken over (the one-way door).
-POST_FLIP = frozenset({SOAKING})
-#: Ends of a run: a later run on the table starts afresh from them.
-TERMINAL = frozenset({CONTRACTED, ROLLED_BACK})
-
-#: States a run can still act from (every state but the two ends).
-LIVE = frozenset(STATES) - TERMINAL
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of a run, as the steps table says it may run.
-
-    :ivar name: the step (a :class:`~zdt_backfill.lifecycle.runner.Runner` method does it).
-    :ivar starts_from: the run states it may start from (checked in the database, in the
-        transaction that moves the state, right before the step acts).
-    :ivar enters: the state it moves the run to; ``None``: it acts within the state it finds.
-    :ivar keeps_lease: whether the task running it renews the run's lease while it works
-        (pre-flight takes the lease, the report releases it, a diagnosis never holds it).
-    :ivar new_run: the step starts a run (pre-flight): it may replace an ended run, a halted
-        one or one whose lease expired, and is no transition of the run it replaces.
-    """
-
-    name: str
-    starts_from: frozenset[str]
-    enters: str | None
-    keeps_lease: bool = True
-    new_run: bool = False
-
-
-#: The steps table: the only rule of which step may run from which state, and where it takes
-#: the run. :data:`TRANSITIONS` is derived from it, and :meth:`RunHandle.step` reads it.
-#: Health signals only ever take ``hold`` and ``halt``, never a destructive step; ``stop`` (the
-#: rollback) may start from ``holding`` because it follows a human's or the decision's choice,
-#: which a health hold does not cancel. From ``soaking`` (past the write flip, :data:`POST_FLIP`)
-#: only the contract's own steps start: nothing halts, rolls back, repairs or re-copies there.
-STEPS: dict[str, Step] = {s.name: s for s in (
-    Step("preflight", LIVE | TERMINAL, PLANNED, keeps_lease=False, new_run=True),
-    Step("dual_write", LIVE - POST_FLIP, None),
-    Step("copy", frozenset({PLANNED, COPYING, HOLDING, HALTED}), COPYING),
-    Step("catch_up", frozenset({PLANNED, COPYING, HOLDING, CATCHING_UP, HALTED}), CATCHING_UP),
-    Step("validate", frozenset({CATCHING_UP, HOLDING, VALIDATING, REPAIRING, HALTED}), VALIDATING),
-    Step("repair", frozenset({VALIDATING, REPAIRING, HALTED}), REPAIRING),
-    Step("decide", frozenset({VALIDATING, HOLDING, HALTED}), VALIDATING),
-    Step("hold", frozenset({COPYING, CATCHING_UP, VALIDATING, HOLDING, HALTED}), HOLDING),
-    Step("await_approval", frozenset({VALIDATING, AWAITING_APPROVAL, HALTED}), AWAITING_APPROVAL),
-    Step("flip_routing", frozenset({VALIDATING, AWAITING_APPROVAL, CONTRACTING, HALTED}), CONTRACTING),
-    Step("flip_writes", frozenset({CONTRACTING, SOAKING}), SOAKING),
-    Step("legacy_action", frozenset({SOAKING}), None),
-    Step("reclaim_storage", frozenset({SOAKING, CONTRACTED}), None),
-    Step("finish_contract", frozenset({SOAKING, CONTRACTED}), CONTRACTED),
-    Step("stop", frozenset({VALIDATING, AWAITING_APPROVAL, HALTED, HOLDING, ROLLING_BACK}), ROLLING_BACK),
-    Step("rollback", frozenset({ROLLING_BACK}), None),
-    Step("finish_rollback", frozenset({ROLLING_BACK}), ROLLED_BACK),
-    Step("halt", LIVE - POST_FLIP, HALTED),
-    Step("diagnose", LIVE | TERMINAL, None, keeps_lease=False),
-    Step("report", LIVE | TERMINAL, None, keeps_lease=False),
-)}
-
-#: Allowed transitions ``from -> {to}``, derived from :data:`STEPS`. A state may always be
-#: re-entered (a cleared task re-runs).
-TRANSITIONS: dict[str, frozenset[str]] = {
-    state: frozenset(s.enters for s in STEPS.values()
-                     if s.enters and not s.new_run and state in s.starts_from and s.enters != state)
-    for state in STATES
-}
 
 #: A lease expires this long after its last renewal (s): a worker that died frees the
 #: table after at most this long (plus the renewal interval).
@@ -152,25 +98,6 @@ INVALIDATING_STEPS = ("repair", "truncate", "nullify")
 WINDOWS = ("pre_backfill", "active_backfill", "post_backfill")
 
 
-class InvalidTransitionError(PermanentError):
-    """The run's state in the database does not allow the requested step."""
-
-
-class PostFlipError(InvalidTransitionError):
-    """A step that would destroy, overwrite or re-copy the new table was asked for after the
-    write flip (the post-backfill window): refused, nothing changed."""
-
-
-def post_flip_refusal(what: str, since: str | None = None) -> str:
-    """Why ``what`` is refused past the write flip, in words (the message every refusal carries)."""
-    return (
-        f"refusing {what}: the write flag is new{f' ({since})' if since else ''}, so the application writes the new "
-        "schema only (the post-backfill window) and the new table holds writes that exist nowhere else; a rollback, "
-        "repair, re-validation that could repair, read flip or re-copy would destroy or overwrite them. Past the "
-        "flip only the contract goes on: resume it (legacy action, reclaim storage, finish) or keep the legacy "
-        "schema. The way back after the flip is a revert window that keeps those writes (reverse_columns with "
-        "dual_write: trigger), which this run does not have"
-    )
 
 
 @dataclass(frozen=True)
@@ -752,45 +679,3 @@ class RunHandle:
                 f"none, or at most {max_error_rate_pct}% approved by a human"
             )
         return v
-
-
-class LeaseKeeper:
-    """Renews a run's lease from a background thread while a task works.
-
-    Use as a context manager around the work; :attr:`lost` turns true when a renewal finds
-    that the run no longer holds the lock (the work should stop at its next batch).
-
-    :param handle: the run.
-    :param interval: seconds between renewals (:data:`HEARTBEAT_SECONDS`).
-    :param lease_seconds: expiry set by each renewal (:data:`LEASE_SECONDS`).
-    """
-
-    def __init__(self, handle: RunHandle, interval: float | None = None, lease_seconds: float | None = None) -> None:
-        self.handle = handle
-        self.interval = HEARTBEAT_SECONDS if interval is None else interval
-        self.lease_seconds = LEASE_SECONDS if lease_seconds is None else lease_seconds
-        self.lost = False
-        self.renewals = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="zdt-lease", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                if self.handle.renew(self.lease_seconds):
-                    self.renewals += 1
-                else:
-                    self.lost = True
-                    log.error("run %s lost its lease on %s", self.handle.run_id, self.handle.lock_key())
-                    return
-            except Exception as exc:  # an unreachable primary: the batches will notice too
-                log.warning("lease renewal failed (will retry): %s", exc)
-
-    def __enter__(self) -> "LeaseKeeper":
-        self.handle.lock_key()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join(timeout=self.interval + 5)
