@@ -487,12 +487,13 @@ def test_copy_refuses_a_target_that_is_not_a_fresh_expand_target(env):
     assert env.scalar("SELECT count(*) FROM users_new") == 2 and control_tables(env) == []
 
 
-def test_statement_based_binlog_is_refused(mysql_env):
+@pytest.mark.parametrize("fmt", ["STATEMENT", "MIXED"])
+def test_statement_based_binlog_is_refused(mysql_env, fmt):
     env = mysql_env
     seed_users(env, 10)
-    env.sql("SET GLOBAL binlog_format = 'STATEMENT'")
+    env.sql(f"SET GLOBAL binlog_format = '{fmt}'")
     try:
-        with pytest.raises(PreflightError, match="binlog_format=STATEMENT"):
+        with pytest.raises(PreflightError, match=f"binlog_format={fmt}.*binlog_row_image="):
             run_preflight(RunConfig.from_params(users_conf(env), run_id="sbr"), env.db, [])
     finally:
         env.sql("SET GLOBAL binlog_format = 'ROW'")

@@ -190,11 +190,13 @@ class MySQLMonitor(Monitor):
         return int(rows[0][1]) - 1 if rows else 0
 
     def preflight_settings(self, query, min_lock_wait_s):
-        fmt, log_bin = query("SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin", ())[0]
+        fmt, log_bin, image = query("SELECT @@SESSION.binlog_format, @@GLOBAL.log_bin, @@GLOBAL.binlog_row_image", ())[0]
         v = int(query("SELECT @@GLOBAL.innodb_lock_wait_timeout", ())[0][0])
         return [
-            ("binlog_format", not (int(log_bin) and str(fmt).upper() == "STATEMENT"),
-             f"binlog_format={fmt} (log_bin={log_bin}); READ COMMITTED batches need ROW or MIXED", True),
+            # MIXED logs a statement as a statement whenever the server deems it safe, and replicas
+            # then re-evaluate the batch's expressions on their own data: only ROW replicates the rows.
+            ("binlog_format", not (int(log_bin) and str(fmt).upper() != "ROW"),
+             f"binlog_format={fmt} (log_bin={log_bin}, binlog_row_image={image}); the batches need ROW", True),
             ("settings", v >= min_lock_wait_s,
              f"global innodb_lock_wait_timeout={v}s (seed: >= {min_lock_wait_s:g}s so application "
              "transactions outwait a batch); backfill sessions use a short one of their own", False),
