@@ -16,6 +16,7 @@ import dataclasses
 
 import pytest
 
+import localdb
 from conftest import seed_users, source_fingerprint, users_conf
 from zdt_backfill.config import RunConfig
 from zdt_backfill.errors import PreflightError
@@ -150,3 +151,33 @@ def test_a_function_shadowing_a_builtin_on_the_search_path_is_refused(pg_env):
     with env.db.session() as conn:
         plan = inspect(config, env.db, conn, [])
     assert {c.name: c.ok for c in plan.checks}["functions_unshadowed"] is True
+
+
+def test_a_writable_replica_is_reported(env):
+    """Pre-flight reads each replica's own read-only setting: on every server the suite's replicas
+    refuse client writes (PostgreSQL in recovery, MySQL super_read_only, MariaDB read_only); a MySQL
+    replica opened to writes is named in a warning, and the run still plans (a health signal never
+    destroys, and this one does not even hold)."""
+    from zdt_backfill.signals.lag import ReplicaLagProbe
+
+    seed_users(env, 30)
+    localdb.wait_replica_caught_up(env.pair)
+    config = RunConfig.from_params(users_conf(env), run_id="ro")
+    probe = ReplicaLagProbe(env.replica_db)
+    try:
+        with env.db.session() as conn:
+            checks = {c.name: c for c in inspect(config, env.db, conn, [probe]).checks}
+        assert checks["replicas_read_only"].ok, checks["replicas_read_only"].detail
+        if env.engine == "mysql":
+            variable = "super_read_only" if env.flavour == "mysql" else "read_only"
+            replica = env.pair.replica
+            localdb._query(replica, f"SET GLOBAL {variable} = 0", database="mysql")
+            try:
+                with env.db.session() as conn:
+                    checks = {c.name: c for c in inspect(config, env.db, conn, [probe]).checks}
+            finally:
+                localdb._query(replica, f"SET GLOBAL {variable} = 1", database="mysql")
+            item = checks["replicas_read_only"]
+            assert not item.ok and not item.fatal and "take client writes" in item.detail, item
+    finally:
+        probe.close()

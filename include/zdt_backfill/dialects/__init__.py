@@ -84,6 +84,7 @@ class MariaDBDialect(MySQLDialect):
     share_lock = "LOCK IN SHARE MODE NOWAIT"  # MariaDB has no FOR SHARE
     ROW_DIGEST = "md5({})"  # faster than SHA-256 here; Oracle MySQL 9.7 has no MD5()
     GLOBAL_STATUS_TABLE = "information_schema.global_status"
+    REPLICA_WRITABLE_SQL = "SELECT @@GLOBAL.read_only = 0, concat('read_only=', @@GLOBAL.read_only)"
 
     def explain_session(self):
         return []  # one JSON plan format

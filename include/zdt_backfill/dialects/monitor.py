@@ -21,6 +21,10 @@ class Monitor(DialectBase):
         server knows only the later spelling): see :meth:`parse_replica_status`."""
         raise NotImplementedError
 
+    #: One row ``(writable, detail)`` read on a replica: whether a client could write to it (a
+    #: replica that takes writes drifts from its primary, and a copy checked on it proves nothing).
+    REPLICA_WRITABLE_SQL = ""
+
     def parse_replica_status(self, rows: list[dict[str, Any]]) -> tuple[float | None, str]:
         """``(replay lag in seconds or None when unknown, detail)`` from the rows of
         :meth:`replica_status_sql` (as dicts). The second lag signal beside the heartbeat.
@@ -74,6 +78,8 @@ class PostgresMonitor(Monitor):
     """The Postgres part of the monitor role."""
 
     ROW_LOCK_SIGNAL = "ungranted_locks"  # sessions waiting on a lock now (pg_locks NOT granted)
+    REPLICA_WRITABLE_SQL = ("SELECT NOT pg_is_in_recovery(), 'in_recovery=' || pg_is_in_recovery()::text"
+                            " || ', default_transaction_read_only=' || current_setting('default_transaction_read_only')")
 
     def replica_status_sql(self):
         # The second signal: seconds since the last replayed transaction while replay is
@@ -165,6 +171,10 @@ class MySQLMonitor(Monitor):
     """The MySQL part of the monitor role."""
 
     ROW_LOCK_SIGNAL = "row_lock_waits_per_s"  # Innodb_row_lock_waits, per second between readings
+    # Oracle MySQL: read_only stops clients, super_read_only also the SUPER/CONNECTION_ADMIN ones
+    # (MariaDB has read_only only, which binds every client but those with READ_ONLY ADMIN).
+    REPLICA_WRITABLE_SQL = ("SELECT @@GLOBAL.super_read_only = 0, concat('read_only=', @@GLOBAL.read_only,"
+                            " ', super_read_only=', @@GLOBAL.super_read_only)")
 
     def replica_status_sql(self):
         return ["SHOW REPLICA STATUS", "SHOW SLAVE STATUS"]

@@ -323,6 +323,7 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         text = ", ".join(f"{n}={'unreachable' if v is None else f'{v:.1f}s'}" for n, v in readings.items())
         healthy = worst is not None and (gate is None or worst <= gate)
         checks.add("replica_lag", healthy, f"{text} (gate {gate}s)")
+        checks.add(*_replicas_read_only(probes))
     running = d.active_sessions(lambda sql, params: db.query(conn, sql, params))
     checks.add("load", running < MAX_THREADS_RUNNING, f"active sessions/Threads_running={running} (< {MAX_THREADS_RUNNING})")
     checks.raise_if_failed()
@@ -383,6 +384,30 @@ def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, ma
     # each cut partition holds exactly ``step`` keys; the last one the counted rest, else the estimate's
     rows = [step] * len(cuts) + [last_rows if last_rows is not None else max(est - step * len(cuts), 1)]
     return partitions_at(min_key, max_key, cuts, rows)
+
+
+def _replicas_read_only(probes: list[LagProbe]) -> tuple[str, bool, str, bool]:
+    """``replicas_read_only`` (a warning): each probed replica refuses client writes (PostgreSQL in
+    recovery; MySQL ``super_read_only``, MariaDB ``read_only``). Read on the replica itself."""
+    writable, seen = [], []
+    for probe in probes:
+        rdb = getattr(probe, "db", None)
+        if rdb is None or not rdb.dialect.REPLICA_WRITABLE_SQL:
+            continue
+        try:
+            with rdb.session() as rc:
+                can_write, detail = rdb.query(rc, rdb.dialect.REPLICA_WRITABLE_SQL)[0]
+        except Exception as exc:  # noqa: BLE001 - unreachable: the lag check says so
+            seen.append(f"{rdb.name}: unreadable ({str(exc).splitlines()[0][:120]})")
+            continue
+        seen.append(f"{rdb.name}: {detail}")
+        if can_write:
+            writable.append(rdb.name)
+    text = "; ".join(seen) or "no replica probed"
+    if writable:
+        text = (f"replica(s) {', '.join(writable)} take client writes: a write there drifts from the primary "
+                f"and the copy read on it proves nothing ({text})")
+    return "replicas_read_only", not writable, text, False
 
 
 def run_preflight(
