@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 DEMO_ROWS ?= 1000000
+ENGINE ?= postgres
 export DEMO_ROWS
 export AIRFLOW_HOME := $(CURDIR)/.local/airflow
 
@@ -12,6 +13,7 @@ export AIRFLOW_HOME := $(CURDIR)/.local/airflow
 
 help:
 	@echo "make demo        embedded PostgreSQL primary+replica, $(DEMO_ROWS) rows, run the DAG, print the report"
+	@echo "                 (ENGINE=mysql: an embedded Oracle MySQL 9.7 primary+replica instead)"
 	@echo "make demo-mysql  the same against MySQL/MariaDB on 127.0.0.1:3306"
 	@echo "make airflow     airflow standalone on the demo databases (UI on :8080)"
 	@echo "make test        the whole test suite (unit, integration, DAG, end-to-end)"
@@ -30,10 +32,11 @@ services:
 	@bash scripts/bootstrap.sh services
 
 demo: venv
-	@$(PY) scripts/demo.py demo --engine postgres --rows $(DEMO_ROWS)
+	@if [ "$(ENGINE)" = mysql ]; then bash scripts/bootstrap.sh mysql; fi
+	@$(PY) scripts/demo.py demo --engine $(ENGINE) --rows $(DEMO_ROWS)
 
 demo-mysql: venv services
-	@$(PY) scripts/demo.py demo --engine mysql --rows $(DEMO_ROWS)
+	@$(PY) scripts/demo.py demo --engine mysql-server --rows $(DEMO_ROWS)
 
 airflow: venv
 	@$(PY) scripts/demo.py standalone

@@ -95,10 +95,24 @@ def mysql_settings() -> dict[str, object]:
     }
 
 
-def seed_mysql(rows: int) -> dict[str, str]:
+def start_oracle_mysql() -> localdb.Pair:
+    say("starting an Oracle MySQL 9.7 primary + GTID replica under .local/db (scripts/bootstrap.sh mysql fetched it)")
+    try:
+        pair = localdb.start_mysql_pair(DB_DIR)
+    except localdb.MissingServerBinaries as exc:
+        sys.exit(f"cannot start MySQL: {exc}")
+    say(f"primary 127.0.0.1:{pair.primary.port}, replica 127.0.0.1:{pair.replica.port}")
+    return pair
+
+
+#: Oracle MySQL 9.7 has no MD5(): its demo hashes with SHA-256, cut to the target's 32 characters.
+ORACLE_MYSQL_COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "left(sha2(legacy_data, 256), 32)"}
+
+
+def seed_mysql(rows: int, settings: dict[str, object] | None = None, oracle: bool = False) -> dict[str, str]:
     import MySQLdb
 
-    s = mysql_settings()
+    s = settings or mysql_settings()
     try:
         conn = MySQLdb.connect(host=s["host"], port=s["port"], user=s["user"], password=s["password"])
     except MySQLdb.OperationalError as exc:
@@ -108,9 +122,12 @@ def seed_mysql(rows: int) -> dict[str, str]:
         sys.exit("demo-mysql seeds at most 1,000,000 rows")
     say(f"seeding zdt_demo.users_legacy on {s['host']}:{s['port']} with {rows:,} rows")
     cur = conn.cursor()
-    cur.execute("CREATE DATABASE IF NOT EXISTS zdt_demo CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+    collate = "" if oracle else " COLLATE utf8mb4_general_ci"  # MySQL: its default, utf8mb4_0900_ai_ci
+    cur.execute(f"CREATE DATABASE IF NOT EXISTS zdt_demo CHARACTER SET utf8mb4{collate}")
     cur.execute("USE zdt_demo")
     sql = (ROOT / "include" / "demo" / "mysql_init.sql").read_text().replace("LIMIT 1000000", f"LIMIT {int(rows)}")
+    if oracle:
+        sql = sql.replace("REPEAT(MD5(n), 2)", "REPEAT(LEFT(SHA2(n, 256), 32), 2)")
     body = "\n".join(line for line in sql.splitlines() if not line.lstrip().startswith("--"))
     for statement in (x.strip() for x in body.split(";")):
         if statement:
@@ -132,10 +149,19 @@ def run_demo(engine: str, rows: int) -> int:
         seed_postgres(pair, rows)
         env.update(postgres_conns(pair))
         conf = {"conn_id": "backfill_pg", "replica_conn_ids": ["backfill_pg_replica"]}
+    elif engine == "mysql":
+        pair = start_oracle_mysql()
+        primary = {"host": pair.primary.host, "port": pair.primary.port, "user": pair.primary.user, "password": ""}
+        env.update(seed_mysql(rows, primary, oracle=True))
+        localdb.wait_replica_caught_up(pair, timeout=300)
+        replica = json.loads(pair.replica.airflow_conn_json())
+        env["AIRFLOW_CONN_BACKFILL_MYSQL_REPLICA"] = json.dumps({**replica, "schema": "zdt_demo"})
+        conf = {"conn_id": "backfill_mysql", "replica_conn_ids": ["backfill_mysql_replica"]}
     else:
         env.update(seed_mysql(rows))
         conf = {"conn_id": "backfill_mysql", "replica_conn_ids": []}
-    conf.update({"source_table": "users_legacy", "target_table": "users_new", "key": "id", "columns": COLUMNS,
+    conf.update({"source_table": "users_legacy", "target_table": "users_new", "key": "id",
+                 "columns": ORACLE_MYSQL_COLUMNS if engine == "mysql" else COLUMNS,
                  "profile": "dev", "dual_write": "assumed"})
     say("migrating the Airflow metadata DB (.local/airflow, SQLite)")
     if airflow("db", "migrate", env=env, log=LOCAL / "airflow-migrate.log") != 0:
@@ -199,7 +225,9 @@ def run_standalone() -> int:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=["demo", "standalone"])
-    ap.add_argument("--engine", choices=["postgres", "mysql"], default="postgres")
+    ap.add_argument("--engine", choices=["postgres", "mysql", "mysql-server"], default="postgres",
+                    help="postgres / mysql: an embedded primary + replica (Oracle MySQL 9.7 for mysql); "
+                         "mysql-server: a MySQL/MariaDB already running on 127.0.0.1:3306")
     ap.add_argument("--rows", type=int, default=int(os.environ.get("DEMO_ROWS", "1000000")))
     a = ap.parse_args()
     if a.command == "standalone":

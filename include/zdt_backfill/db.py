@@ -63,6 +63,18 @@ class Database:
 
         self.connect = connect
 
+    def ensure_flavour(self) -> Dialect:
+        """Learn which server this is now, if not yet known (one short connection), so SQL built
+        before the first statement uses the right flavour's spelling (MariaDB's share lock is not
+        Oracle MySQL's). An unreachable server is left for the first statement to report.
+
+        :returns: the dialect.
+        """
+        if not self._flavour_known:
+            with contextlib.suppress(Exception):
+                self.connect().close()
+        return self.dialect
+
     @classmethod
     def from_url(cls, url: str, schema: str | None = None, timeout_s: float | None = None) -> "Database":
         """Build from ``postgresql://user@host:port/db`` or ``mysql://user:pw@host:port/db``.

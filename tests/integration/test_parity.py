@@ -33,7 +33,7 @@ def _zdt_tables(e):
 @pytest.fixture
 def two(env):
     """(staging, production): two databases with the same schema on the same primary."""
-    other = _fresh_env(env.engine, env.pair)
+    other = _fresh_env(env.flavour, env.pair)
     _seed(env)
     _seed(other)
     return env, other
@@ -171,6 +171,6 @@ def test_preflight_fails_on_a_fatal_parity_difference_before_writing_anything(tw
         run_preflight(config, production.db, [], parity_db=staging.db)
     assert _zdt_tables(production) == 0 and production.scalar("SELECT count(*) FROM users_new") == 0
     same = RunConfig.from_params(users_conf(staging, parity_conn_id="prod"), run_id="parity-ok")
-    twin = _fresh_env(staging.engine, staging.pair)  # an identical production: pre-flight passes
+    twin = _fresh_env(staging.flavour, staging.pair)  # an identical production: pre-flight passes
     _seed(twin)
     assert run_preflight(same, twin.db, [], parity_db=staging.db).partitions

@@ -86,7 +86,7 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
     """
     from ..verify.checksum import target_casts
 
-    c, d = config, db.dialect
+    c, d = config, db.ensure_flavour()
     with db.session() as conn:  # rolled back and closed on exit
         plan = inspect(config, db, conn, probes=[])
         types = target_casts(c, db, conn)  # the one typed projection, as the copier builds it

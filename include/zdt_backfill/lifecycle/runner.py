@@ -95,6 +95,7 @@ class Runner:
         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config, self.db, self.owner = config, db, owner
+        db.ensure_flavour()  # every step's SQL in this flavour's spelling, from its first statement
         self.probes = list(probes or [])
         self.replica, self.parity_db, self.flag_store = replica, parity_db, flag_store
         self.extra_control, self.on_batch = control, on_batch
