@@ -75,7 +75,13 @@ POSTGRES_TOOLS = ("initdb", "pg_ctl", "postgres", "pg_basebackup")
 MARIADB_PROGRAMS = {"mariadbd": "mariadbd", "install_db": "mariadb-install-db", "client": "mariadb"}
 #: Oracle MySQL's private root (``scripts/bootstrap.sh mysql``) and the script that runs its mysqld.
 MYSQL_ROOT = Path(os.environ.get("ZDT_MYSQL_ROOT") or Path(__file__).resolve().parents[1] / ".local" / "mysql" / "root")
-MYSQLD = Path(__file__).resolve().parent / "mysqld-private"
+def mysqld_argv() -> list[str]:
+    """mysqld of the private root, run through that root's own loader and libraries (what
+    ``scripts/mysqld-private`` does; exec'd directly here, so the server's pid is the loader's
+    from the start and never a shell's)."""
+    lib = MYSQL_ROOT / "usr" / "lib" / "x86_64-linux-gnu"
+    return [str(lib / "ld-linux-x86-64.so.2"), "--library-path", f"{lib}:{MYSQL_ROOT / 'lib' / 'x86_64-linux-gnu'}",
+            str(MYSQL_ROOT / "usr" / "sbin" / "mysqld")]
 #: What ``ps`` names mysqld run through the private root's loader.
 MYSQLD_COMM = "ld-linux-x86-64"
 PG_SETTINGS = {
@@ -835,29 +841,40 @@ def _init_mariadb_pair(pair: Pair, programs: dict[str, Path]) -> None:
     shutil.copytree(primary.datadir, replica.datadir, symlinks=True)
     _start_mariadb(primary, programs["mariadbd"], server_id=1)
     _start_mariadb(replica, programs["mariadbd"], server_id=2)
-    _query(
-        replica,
-        "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
-        "MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos",
-        (primary.host, primary.port, primary.user, primary.password),
-        database="mysql",
-    )
-    _query(replica, "START SLAVE", database="mysql")
-    # Created after replication started, so the replica gets it through the binlog.
+    _replicate(pair, "CHANGE MASTER TO MASTER_HOST=%s, MASTER_PORT=%s, MASTER_USER=%s, MASTER_PASSWORD=%s, "
+                     "MASTER_CONNECT_RETRY=1, MASTER_USE_GTID=slave_pos", "START SLAVE")
+
+
+def _replicate(pair: Pair, change_source_sql: str, start_sql: str) -> None:
+    """Point the replica at the primary (``change_source_sql`` takes host, port, user, password),
+    start it, then create the test database on the primary: the replica gets it through the binlog."""
+    primary = pair.primary
+    _query(pair.replica, change_source_sql, (primary.host, primary.port, primary.user, primary.password),
+           database="mysql")
+    _query(pair.replica, start_sql, database="mysql")
     _query(primary, f"CREATE DATABASE {DATABASE}", database="mysql")
     wait_replica_caught_up(pair)
 
 
 def _start_mariadb(server: Server, mariadbd: Path, server_id: int) -> None:
     """Launch a detached mariadbd for ``server`` and wait until it accepts queries."""
+    extra = ["--read-only"] if server_id != 1 else []
+    if os.geteuid() == 0:
+        extra.append("--user=root")
+    _start_mysqld(server, [str(mariadbd)], server_id, extra)
+
+
+def _start_mysqld(server: Server, program: list[str], server_id: int, extra: list[str]) -> None:
+    """Launch a detached MySQL-family server (MariaDB's mariadbd, Oracle MySQL's mysqld) with the
+    settings both take, plus ``extra``, and wait until it accepts queries."""
     _ensure_port_free(server.port)
     datadir = server.datadir
     log_path = datadir / "error.log"
     socket_path = datadir / "mysqld.sock"
     if not _fits_unix_socket(socket_path):
-        socket_path = Path(f"/tmp/localdb-mariadb-{server.port}.sock")
+        socket_path = Path(f"/tmp/localdb-{server.engine}-{server.port}.sock")
     argv = [
-        str(mariadbd),
+        *program,
         "--no-defaults",
         f"--datadir={datadir}",
         f"--port={server.port}",
@@ -872,13 +889,10 @@ def _start_mariadb(server: Server, mariadbd: Path, server_id: int) -> None:
         "--innodb-buffer-pool-size=128M",
         "--innodb-flush-log-at-trx-commit=2",
         "--skip-name-resolve",
+        *extra,
     ]
-    if server_id != 1:
-        argv.append("--read-only")
-    if os.geteuid() == 0:
-        argv.append("--user=root")
-    # The shell backgrounds mariadbd and exits, so mariadbd is re-parented to init and
-    # outlives this process without ever becoming our zombie.
+    # The shell backgrounds the server and exits, so it is re-parented to init and outlives
+    # this process without ever becoming our zombie.
     pid = int(
         subprocess.run(
             ["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", *argv],
@@ -932,49 +946,25 @@ def _init_mysql_pair(pair: Pair) -> None:
     primary.datadir.parent.mkdir(mode=0o700)
     (primary.datadir.parent / "init.sql").write_text(MYSQL_INIT_SQL)
     for server in (primary, replica):
-        _run([str(MYSQLD), "--no-defaults", "--initialize-insecure", f"--datadir={server.datadir}",
+        _run([*mysqld_argv(), "--no-defaults", "--initialize-insecure", f"--datadir={server.datadir}",
               "--user=root", f"--basedir={MYSQL_ROOT / 'usr'}",
               f"--lc-messages-dir={MYSQL_ROOT / 'usr' / 'share' / 'mysql'}"])
     _start_mysql(primary, server_id=1)
     _start_mysql(replica, server_id=2)
-    _query(
-        replica,
-        "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
-        "SOURCE_CONNECT_RETRY=1, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1",
-        (primary.host, primary.port, primary.user, primary.password),
-        database="mysql",
-    )
-    _query(replica, "START REPLICA", database="mysql")
-    _query(primary, f"CREATE DATABASE {DATABASE}", database="mysql")
-    wait_replica_caught_up(pair)
+    _replicate(pair, "CHANGE REPLICATION SOURCE TO SOURCE_HOST=%s, SOURCE_PORT=%s, SOURCE_USER=%s, SOURCE_PASSWORD=%s, "
+                     "SOURCE_CONNECT_RETRY=1, SOURCE_AUTO_POSITION=1, GET_SOURCE_PUBLIC_KEY=1", "START REPLICA")
 
 
 def _start_mysql(server: Server, server_id: int) -> None:
-    """Launch a detached mysqld (through the private root's loader) and wait until it answers."""
-    _ensure_port_free(server.port)
-    datadir = server.datadir
-    log_path = datadir / "error.log"
-    socket_path = datadir / "mysqld.sock"
-    if not _fits_unix_socket(socket_path):
-        socket_path = Path(f"/tmp/localdb-mysql-{server.port}.sock")
-    argv = [
-        str(MYSQLD), "--no-defaults", f"--datadir={datadir}", f"--basedir={MYSQL_ROOT / 'usr'}",
-        f"--lc-messages-dir={MYSQL_ROOT / 'usr' / 'share' / 'mysql'}", f"--port={server.port}",
-        f"--bind-address={server.host}", f"--socket={socket_path}", f"--pid-file={_pid_file(server.engine, datadir)}",
-        f"--log-error={log_path}", "--log-bin=mysql-bin", "--relay-log=relay-bin", f"--server-id={server_id}",
-        "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--binlog-format=ROW",
-        "--innodb-buffer-pool-size=128M", "--innodb-flush-log-at-trx-commit=2", "--skip-name-resolve",
-        "--mysqlx=OFF", "--secure-file-priv=NULL", f"--init-file={datadir.parent / 'init.sql'}", "--user=root",
+    """Launch a detached Oracle mysqld (through the private root's loader) and wait until it answers."""
+    extra = [
+        f"--basedir={MYSQL_ROOT / 'usr'}", f"--lc-messages-dir={MYSQL_ROOT / 'usr' / 'share' / 'mysql'}",
+        "--gtid-mode=ON", "--enforce-gtid-consistency=ON", "--mysqlx=OFF", "--secure-file-priv=NULL",
+        f"--init-file={server.datadir.parent / 'init.sql'}", "--user=root",
     ]
     if server_id != 1:
-        argv += ["--read-only", "--super-read-only"]
-    pid = int(
-        subprocess.run(
-            ["/bin/sh", "-c", '"$@" </dev/null >/dev/null 2>&1 & echo $!', "sh", *argv],
-            capture_output=True, text=True, check=True, start_new_session=True, cwd=datadir,
-        ).stdout
-    )
-    _wait_ready(server, "mysql", pid, log_path)
+        extra += ["--read-only", "--super-read-only"]
+    _start_mysqld(server, mysqld_argv(), server_id, extra)
 
 
 def _wait_mysql_caught_up(pair: Pair, timeout: float) -> None:
