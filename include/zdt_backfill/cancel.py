@@ -7,9 +7,10 @@ whatever the task was doing; an ``execution_timeout`` raises inside the task and
 ``airflow dags test`` there is no supervisor. So a task must stop by itself when told:
 
 - :meth:`Cancel.cancel` (thread-safe, cheap enough for a signal handler) sets the flag and
-  cancels the statement each registered session is running, from a fresh connection, the way the
-  critical-load watchdog does (PostgreSQL ``pg_cancel_backend``, MySQL ``KILL QUERY``: the
-  statement and its transaction roll back, the checkpoint stays at the last committed batch);
+  cancels the statement each registered session is running, from a fresh connection, as the
+  critical-load watchdog does (:meth:`~zdt_backfill.db.Database.cancel_statement`: PostgreSQL
+  ``pg_cancel_backend``, MySQL ``KILL QUERY``; the statement and its transaction roll back, the
+  checkpoint stays at the last committed batch);
 - every wait of the batch loop (a throttle hold, a retry's backoff) sleeps in :meth:`Cancel.sleep`,
   which returns at once when told and raises :class:`~zdt_backfill.errors.CancelledError`;
 - the loop checks :meth:`Cancel.check` before each batch, and an error met after the cancel is
@@ -31,10 +32,6 @@ from typing import Any, Callable, Iterator
 from .errors import CancelledError
 
 log = logging.getLogger(__name__)
-
-#: Connect and statement timeout of the connection that cancels a statement (s).
-CANCEL_TIMEOUT_SECONDS = 5.0
-
 
 class Cancel:
     """A task's stop flag and the sessions whose statements a stop cancels."""
@@ -66,9 +63,7 @@ class Cancel:
             if session_id is None:
                 continue
             try:
-                with db.session(statement_timeout_s=CANCEL_TIMEOUT_SECONDS) as conn:
-                    db.execute(conn, db.dialect.cancel_statement_sql(), (int(session_id),))
-                    conn.commit()
+                db.cancel_statement(session_id, "zdt_backfill:stop")
                 sent += 1
                 log.warning("stop: cancelled the statement in flight of session %s (%s)", session_id, reason)
             except Exception as exc:  # noqa: BLE001 - the flag still stops the loop
@@ -134,9 +129,7 @@ class StatementDeadline:
         log.warning("statement timeout: the statement of session %s ran past %.1fs: cancelling it", session_id,
                     self.seconds)
         try:
-            with self.db.session(statement_timeout_s=CANCEL_TIMEOUT_SECONDS) as conn:
-                self.db.execute(conn, self.db.dialect.cancel_statement_sql(), (int(session_id),))
-                conn.commit()
+            self.db.cancel_statement(session_id, "zdt_backfill:statement-timeout")
         except Exception as exc:  # noqa: BLE001 - the statement then ends by itself
             log.error("statement timeout: could not cancel session %s: %s", session_id, exc)
 

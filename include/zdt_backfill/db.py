@@ -24,6 +24,8 @@ DDL_ATTEMPTS = 10
 #: Lock wait of a DDL statement (s): a queued exclusive lock queues the application behind it,
 #: so it gives up quickly and retries with backoff. MySQL rounds it up to 1 s.
 DDL_LOCK_WAIT_SECONDS = 1.0
+#: Lock wait and statement timeout of the session that cancels another session's statement (s).
+CANCEL_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -254,20 +256,25 @@ class Database:
 
     def apply(self, statements: list[Statement], tag: str, lock_wait_s: float = DDL_LOCK_WAIT_SECONDS,
               fence: Callable[[Any], None] | None = None) -> None:
-        """Run :class:`~.dialects.ddl.Statement` s in order: plain ones in one transaction, DDL ones
-        through :meth:`run_ddl` (bounded lock wait, retried); each under ``fence`` when given
-        (see :meth:`run_ddl`)."""
-        plain = [s for s in statements if not s.ddl]
-        if plain:
-            with self.session() as conn:
-                if fence:
-                    fence(conn)
-                for s in plain:
-                    self.query(conn, s.sql, s.params)
-                conn.commit()
-        ddl = [(s.sql, s.params) for s in statements if s.ddl]
-        if ddl:
-            self.run_ddl(ddl, tag, lock_wait_s=lock_wait_s, fence=fence)
+        """Run :class:`~.dialects.ddl.Statement` s in order through :meth:`run_ddl` (bounded lock
+        wait, retried; under ``fence`` when given): the plain ones in one transaction, then the DDL
+        ones in another."""
+        for group in ([s for s in statements if not s.ddl], [s for s in statements if s.ddl]):
+            if group:
+                self.run_ddl([(s.sql, s.params) for s in group], tag, lock_wait_s=lock_wait_s, fence=fence)
+
+    def cancel_statement(self, session_id: Any, tag: str, timeout_s: float = CANCEL_TIMEOUT_SECONDS) -> None:
+        """Cancel the statement session ``session_id`` is running, from a new tagged session whose
+        own statements give up after ``timeout_s`` (PostgreSQL ``pg_cancel_backend``, MySQL
+        ``KILL QUERY``: :meth:`~zdt_backfill.dialects.Dialect.cancel_statement_sql`); the
+        cancelled statement and its transaction roll back, the session stays.
+
+        :raises Exception: the driver's error (the caller logs it: the statement then ends by its own
+            timeout).
+        """
+        with self.session(tag, timeout_s, timeout_s) as conn:
+            self.execute(conn, self.dialect.cancel_statement_sql(), (int(session_id),))
+            conn.commit()
 
     def resolved_schema(self, conn: Any) -> str:
         """The schema (PostgreSQL) or database (MySQL) the tables live in: :attr:`schema`, or the

@@ -324,10 +324,8 @@ class PartitionCopier:
             hi, keys, written, updated, fenced = rows[0]
             if not fenced:
                 conn.rollback()
-                raise RunStoppedError(
-                    f"run {self.config.run_id!r} no longer holds the backfill lock of {self.config.target_table} "
-                    f"in state {self.state} (stopped, halted, moved on or taken over): partition "
-                    f"{self.partition.label} stops, its batch after key {lo} not written")
+                raise self.handle.fence_lost(
+                    (self.state,), f"partition {self.partition.label} stops, its batch after key {lo} not written")
             if hi is None:
                 conn.rollback()
                 return None

@@ -17,13 +17,12 @@ The result is a JSON-ready dict (the seed's ``explain_plan.json``).
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
 from ..config import RunConfig
 from ..db import Database
-from .preflight import inspect
+from .preflight import explain_plan, inspect
 
 #: How many batch boundaries are listed per partition by default.
 FIRST_BATCHES = 3
@@ -57,22 +56,8 @@ def _human(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------- the dry run
-def _explain(db: Database, conn: Any, stmt: str, params: tuple) -> Any:
-    d = db.dialect
-    try:
-        for s in d.explain_session():
-            with contextlib.suppress(Exception):  # a server without the setting
-                db.execute(conn, s)
-        for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
-            db.execute(conn, s)
-        doc = db.query(conn, d.explain_sql(stmt), params)[0][0]
-    finally:
-        conn.rollback()
-    return d.parse_plan(doc)
-
-
 def _explained(db: Database, conn: Any, stmt: str, params: tuple, table: str) -> dict[str, Any]:
-    d, plan = db.dialect, _explain(db, conn, stmt, params)
+    d, plan = db.dialect, explain_plan(db, conn, stmt, params)
     return {"statement": stmt, "params": list(params), "full_scan": bool(d.full_scans(plan, table)),
             "access": d.access_summary(plan, table), "cost": d.plan_cost(plan), "plan": plan}
 

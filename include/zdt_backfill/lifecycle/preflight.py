@@ -300,18 +300,11 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         else:
             stmt = d.fill_batch_sql(c.source_table, c.key, c.columns, db.schema)
         try:
-            for s in d.explain_session():
-                with contextlib.suppress(Exception):  # a server without the setting
-                    db.execute(conn, s)
-            for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
-                db.execute(conn, s)
-            explain = d.parse_plan(db.query(conn, d.explain_sql(stmt), (lo, hi))[0][0])
+            explain = explain_plan(db, conn, stmt, (lo, hi))
             ok, detail = d.index_range_scan(explain, c.source_table, key_index)
         except Exception as exc:  # the expression does not parse, a column is wrong...
-            conn.rollback()
             checks.add("explain", False, f"the batch statement does not run: {exc}".strip())
             checks.raise_if_failed()
-        conn.rollback()
         checks.add("explain", ok, detail)
     else:
         checks.add("explain", True, "source is empty: nothing to copy", fatal=False)
@@ -384,6 +377,25 @@ def _plan_by_rows(db: Database, conn: Any, c: RunConfig, min_key: int | None, ma
     # each cut partition holds exactly ``step`` keys; the last one the counted rest, else the estimate's
     rows = [step] * len(cuts) + [last_rows if last_rows is not None else max(est - step * len(cuts), 1)]
     return partitions_at(min_key, max_key, cuts, rows)
+
+
+def explain_plan(db: Database, conn: Any, stmt: str, params: tuple) -> Any:
+    """The parsed JSON plan of ``stmt`` (a batch statement) under the batch sessions' plan pinning
+    and the dialect's EXPLAIN settings, in ``conn``'s transaction, which is rolled back.
+
+    :raises Exception: the driver's error when the statement does not run (rolled back too).
+    """
+    d = db.dialect
+    try:
+        for s in d.explain_session():
+            with contextlib.suppress(Exception):  # a server without the setting
+                db.execute(conn, s)
+        for s in d.plan_pinning():  # undone by the rollback below (SET is transactional)
+            db.execute(conn, s)
+        doc = db.query(conn, d.explain_sql(stmt), params)[0][0]
+    finally:
+        conn.rollback()
+    return d.parse_plan(doc)
 
 
 def _replicas_read_only(probes: list[LagProbe]) -> tuple[str, bool, str, bool]:

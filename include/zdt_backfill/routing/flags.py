@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 #: The flag table, in the application database (schema of the :class:`~zdt_backfill.db.Database`).
 PATHS = ("legacy", "new")
 MAX_FLAG_LENGTH = 128
+#: Lock wait and statement timeout of the fence check before a flag store outside the database (s).
+FENCE_CHECK_TIMEOUT_SECONDS = 10.0
 
 
 # ---------------------------------------------------------------------- flag values
@@ -256,7 +258,8 @@ class FencedFlagStore:
         elif isinstance(self.store, TableFlagStore) and self.store.db is self.db:
             self.store.set(flag, value, run_id, fence=self.fence)
         else:
-            with self.db.session() as conn:
+            with self.db.session(f"zdt_routing {run_id}"[:200], FENCE_CHECK_TIMEOUT_SECONDS,
+                                 FENCE_CHECK_TIMEOUT_SECONDS) as conn:
                 self.fence(conn)
                 conn.rollback()
             self.store.set(flag, value, run_id)

@@ -88,9 +88,7 @@ class CriticalLoadWatchdog:
     def _cancel(self, session_id: Any) -> None:
         log.error("critical load %s: cancelling the in-flight batch (session %s)", self.tripped, session_id)
         try:
-            with self.db.session() as conn:
-                self.db.execute(conn, self.db.dialect.cancel_statement_sql(), (int(session_id),))
-                conn.commit()
+            self.db.cancel_statement(session_id, "zdt_backfill:critical-load")
         except Exception as exc:  # the batch's statement timeout still bounds it
             log.warning("could not cancel session %s: %s", session_id, exc)
 

@@ -255,11 +255,14 @@ class RunHandle:
         sql, params = self.fence_sql(states)
         if not self.db.query(conn, sql, params):
             conn.rollback()
-            where = f" in state {'/'.join(states)}" if states else ""
-            raise RunStoppedError(
-                f"run {self.run_id!r} no longer holds the backfill lock of {self.config.target_table}{where} "
-                "(stopped, halted, moved on or taken over): its write was not made"
-            )
+            raise self.fence_lost(states, "its write was not made")
+
+    def fence_lost(self, states: tuple[str, ...] | None, what: str) -> RunStoppedError:
+        """The error of a write refused by the fence (:meth:`fence`, or the fused batch's own
+        read of it): the run, the table, the states it had to be in, and ``what`` was not done."""
+        where = f" in state {'/'.join(states)}" if states else ""
+        return RunStoppedError(f"run {self.run_id!r} no longer holds the backfill lock of {self.config.target_table}"
+                               f"{where} (stopped, halted, moved on or taken over): {what}")
 
     def fence_sql(self, states: tuple[str, ...] | None = None, named: bool = False) -> tuple[str, Any]:
         """The fence's locking read (see :meth:`fence`) and its params; ``named``: with
