@@ -55,14 +55,19 @@ def airflow(*args: str, env: dict[str, str], log: Path | None = None) -> int:
         return subprocess.call(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
 
 
-def start_postgres() -> localdb.Pair:
-    say("starting PostgreSQL primary + streaming replica under .local/db")
+def start_pair(start, what: str) -> localdb.Pair:
+    """Start a demo server pair under .local/db (``start``: a ``localdb.start_*_pair``)."""
+    say(f"starting {what} under .local/db")
     try:
-        pair = localdb.start_postgres_pair(DB_DIR)
+        pair = start(DB_DIR)
     except localdb.MissingServerBinaries as exc:
-        sys.exit(f"cannot start PostgreSQL: {exc}")
+        sys.exit(f"cannot start {what}: {exc}")
     say(f"primary 127.0.0.1:{pair.primary.port}, replica 127.0.0.1:{pair.replica.port}")
     return pair
+
+
+def start_postgres() -> localdb.Pair:
+    return start_pair(localdb.start_postgres_pair, "a PostgreSQL primary + streaming replica")
 
 
 def postgres_conns(pair: localdb.Pair) -> dict[str, str]:
@@ -96,13 +101,7 @@ def mysql_settings() -> dict[str, object]:
 
 
 def start_oracle_mysql() -> localdb.Pair:
-    say("starting an Oracle MySQL 9.7 primary + GTID replica under .local/db (scripts/bootstrap.sh mysql fetched it)")
-    try:
-        pair = localdb.start_mysql_pair(DB_DIR)
-    except localdb.MissingServerBinaries as exc:
-        sys.exit(f"cannot start MySQL: {exc}")
-    say(f"primary 127.0.0.1:{pair.primary.port}, replica 127.0.0.1:{pair.replica.port}")
-    return pair
+    return start_pair(localdb.start_mysql_pair, "an Oracle MySQL 9.7 primary + GTID replica")
 
 
 #: Oracle MySQL 9.7 has no MD5(): its demo hashes with SHA-256, cut to the target's 32 characters.

@@ -910,24 +910,21 @@ def _wait_mariadb_caught_up(pair: Pair, timeout: float) -> None:
     (target,) = _query(pair.primary, "SELECT @@GLOBAL.gtid_binlog_pos", database="mysql")[0]
     (result,) = _query(pair.replica, "SELECT MASTER_GTID_WAIT(%s, %s)", (target, timeout), database="mysql")[0]
     if result != 0:
-        with _connect(pair.replica, "mysql") as conn:
-            cursor = conn.cursor()
-            cursor.execute("SHOW SLAVE STATUS")
-            names = [column[0] for column in cursor.description]
-            status = dict(zip(names, cursor.fetchone() or (), strict=False))
-        details = {
-            key: status.get(key)
-            for key in (
-                "Slave_IO_Running",
-                "Slave_SQL_Running",
-                "Gtid_IO_Pos",
-                "Last_IO_Error",
-                "Last_SQL_Error",
-            )
-        }
+        details = _replica_status(pair.replica, "SHOW SLAVE STATUS", (
+            "Slave_IO_Running", "Slave_SQL_Running", "Gtid_IO_Pos", "Last_IO_Error", "Last_SQL_Error"))
         raise TimeoutError(
             f"MariaDB replica on port {pair.replica.port} has not applied GTID {target} after {timeout}s ({details})"
         )
+
+
+def _replica_status(replica: Server, sql: str, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The fields ``keys`` of a MySQL-family replica's status (``SHOW SLAVE/REPLICA STATUS``)."""
+    with _connect(replica, "mysql") as conn:
+        cursor = conn.cursor()
+        cursor.execute(sql)
+        names = [column[0] for column in cursor.description]
+        status = dict(zip(names, cursor.fetchone() or (), strict=False))
+    return {key: status.get(key) for key in keys}
 
 
 # --- Oracle MySQL -------------------------------------------------------------------------
@@ -972,13 +969,8 @@ def _wait_mysql_caught_up(pair: Pair, timeout: float) -> None:
     (result,) = _query(pair.replica, "SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (target, timeout),
                        database="mysql")[0]
     if result != 0:
-        with _connect(pair.replica, "mysql") as conn:
-            cursor = conn.cursor()
-            cursor.execute("SHOW REPLICA STATUS")
-            names = [column[0] for column in cursor.description]
-            status = dict(zip(names, cursor.fetchone() or (), strict=False))
-        details = {k: status.get(k) for k in ("Replica_IO_Running", "Replica_SQL_Running", "Retrieved_Gtid_Set",
-                                              "Last_IO_Error", "Last_SQL_Error")}
+        details = _replica_status(pair.replica, "SHOW REPLICA STATUS", (
+            "Replica_IO_Running", "Replica_SQL_Running", "Retrieved_Gtid_Set", "Last_IO_Error", "Last_SQL_Error"))
         raise TimeoutError(
             f"MySQL replica on port {pair.replica.port} has not applied GTID set {target} after {timeout}s ({details})"
         )

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -56,28 +57,28 @@ def servers_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
+def _start_pair(start, folder, what: str):
+    """A server pair of the session (``start``: a ``localdb.start_*_pair``); missing binaries skip,
+    or fail in CI."""
+    try:
+        return start(folder)
+    except localdb.MissingServerBinaries as exc:
+        missing(f"{what} not found: {exc}")
+
+
 @pytest.fixture(scope="session")
 def pg_pair(servers_dir):
-    try:
-        return localdb.start_postgres_pair(servers_dir / "pg")
-    except localdb.MissingServerBinaries as exc:
-        missing(f"PostgreSQL server binaries not found: {exc}")
+    return _start_pair(localdb.start_postgres_pair, servers_dir / "pg", "PostgreSQL server binaries")
 
 
 @pytest.fixture(scope="session")
 def mariadb_pair(servers_dir):
-    try:
-        return localdb.start_mariadb_pair(servers_dir / "mariadb")
-    except localdb.MissingServerBinaries as exc:
-        missing(f"MariaDB server binaries not found: {exc}")
+    return _start_pair(localdb.start_mariadb_pair, servers_dir / "mariadb", "MariaDB server binaries")
 
 
 @pytest.fixture(scope="session")
 def mysql_pair(servers_dir):
-    try:
-        return localdb.start_mysql_pair(servers_dir / "mysql")
-    except localdb.MissingServerBinaries as exc:
-        missing(f"Oracle MySQL server not found: {exc}")
+    return _start_pair(localdb.start_mysql_pair, servers_dir / "mysql", "Oracle MySQL server")
 
 
 #: Each engine flavour the suite runs on, and its pair's fixture. ``env.engine`` is the family
@@ -322,3 +323,18 @@ def run_dag(dag, env, monkeypatch, conf, conn_extra=None):
     reports = sorted(report_dir.glob("*/report.json"), key=lambda p: p.stat().st_mtime)
     report = json.loads(reports[-1].read_text()) if reports else None
     return dr, states, report
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """A test HTTP endpoint (a flag service, a metrics endpoint): quiet, and ``reply`` sends JSON."""
+
+    def log_message(self, *args):
+        pass
+
+    def reply(self, status, body=None):
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import os
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from conftest import run_dag, seed_users, users_conf
+from conftest import JsonHandler, run_dag, seed_users, users_conf
 
 pytestmark = pytest.mark.e2e
 
@@ -27,22 +27,11 @@ REDIS_PASSWORD = "RedisPassw0rd-aa01"
 SECRETS = (FLAG_PASSWORD, SIGNAL_PASSWORD, SIGNAL_TOKEN, REDIS_PASSWORD)
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     """A flag service (``/flags/<flag>``, GET and PUT) and a 5xx-rate endpoint (``/metrics``)."""
 
     flags: dict = {}
     seen_auth: list = []
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):
         self.seen_auth.append(self.headers.get("Authorization"))

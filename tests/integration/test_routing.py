@@ -8,12 +8,13 @@ import json
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from urllib.parse import unquote
 
 import httpx
 import pytest
 
+from conftest import JsonHandler
 from zdt_backfill.errors import ConfigError
 from zdt_backfill.routing.flags import FLAGS, LEGACY, NEW, FlagValue, HttpFlagStore, TableFlagStore
 from zdt_backfill.routing.ramp import ramp
@@ -183,19 +184,8 @@ class FlagService(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
-class FlagHandler(BaseHTTPRequestHandler):
+class FlagHandler(JsonHandler):
     server: FlagService
-
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status, body=None):
-        data = json.dumps(body).encode() if body is not None else b""
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_GET(self):
         if self.path == "/metrics":
