@@ -26,9 +26,11 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
     except ImportError:
         print("charts skipped: matplotlib is not installed (bench/setup.sh installs it)")
         return []
+    import common
+
     engines = results.get("engines", {})
-    names = [n for n in ("postgres", "mysql") if n in engines]
-    label = {"postgres": "PostgreSQL", "mysql": "MariaDB"}
+    names = [n for n, _, _ in common.ENGINES if n in engines]
+    label = {n: text for n, _, text in common.ENGINES}
     paths = []
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / max(1, len(names))

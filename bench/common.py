@@ -7,7 +7,8 @@ Every duration and size is an env var so a small run fits a busy machine:
 | BENCH_ROWS | 1,000,000 | rows of users_legacy per engine |
 | BENCH_LOOP_ROWS | 50,000 | rows the seed's row-by-row loop copies (it is slow) |
 | BENCH_RSS_ROWS | 5,000,000 | the large size of the worker peak RSS measurement |
-| BENCH_RSS_LARGE_ENGINES | postgres,mysql | engines measured at BENCH_RSS_ROWS (comma list; "" = none) |
+| BENCH_ENGINES | postgres,mariadb,mysql | the engines measured (MySQL 9.7: `bash scripts/bootstrap.sh mysql`) |
+| BENCH_RSS_LARGE_ENGINES | postgres,mariadb,mysql | engines measured at BENCH_RSS_ROWS (comma list; "" = none) |
 | BENCH_OLTP_SECONDS | 30 | length of each application-load window |
 | BENCH_OLTP_RATE | 200 | application transactions/s (point read + update by random id) |
 | BENCH_THROTTLE_SECONDS | 60 | copying time the throttled run aims at |
@@ -20,6 +21,7 @@ Every duration and size is an env var so a small run fits a busy machine:
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -51,7 +53,8 @@ def env_float(name: str, default: float) -> float:
 ROWS = env_int("BENCH_ROWS", 1_000_000)
 LOOP_ROWS = min(ROWS, env_int("BENCH_LOOP_ROWS", 50_000))
 RSS_ROWS = env_int("BENCH_RSS_ROWS", 5_000_000)
-RSS_LARGE_ENGINES = [e for e in os.environ.get("BENCH_RSS_LARGE_ENGINES", "postgres,mysql").split(",") if e]
+BENCH_ENGINES = [e for e in os.environ.get("BENCH_ENGINES", "postgres,mariadb,mysql").split(",") if e]
+RSS_LARGE_ENGINES = [e for e in os.environ.get("BENCH_RSS_LARGE_ENGINES", "postgres,mariadb,mysql").split(",") if e]
 OLTP_SECONDS = env_float("BENCH_OLTP_SECONDS", 30)
 OLTP_RATE = env_float("BENCH_OLTP_RATE", 200)
 THROTTLE_SECONDS = env_float("BENCH_THROTTLE_SECONDS", 60)
@@ -60,6 +63,12 @@ ROUNDS = max(1, env_int("BENCH_ROUNDS", 3))
 PARTITIONS = [int(x) for x in os.environ.get("BENCH_PARTITIONS", "1,2").split(",") if x]
 SKIP = {s for s in os.environ.get("BENCH_SKIP", "").split(",") if s}
 COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "md5(legacy_data)"}
+#: Oracle MySQL 9.7 (Debian's build) has no MD5(): there the same 32-character hash column is
+#: SHA-256 cut to 32 characters, natively (a stored md5() shim would tax every approach's rows).
+ORACLE_MYSQL_COLUMNS = {"email_normalized": "lower(trim(email))", "data_hash": "left(sha2(legacy_data, 256), 32)"}
+#: the engines `make bench` measures: its name in the results, the localdb pair, the label
+ENGINES = (("postgres", "start_postgres_pair", "PostgreSQL"), ("mariadb", "start_mariadb_pair", "MariaDB 10.11"),
+           ("mysql", "start_mysql_pair", "MySQL 9.7"))
 BASE = ROOT / ".local" / "bench"
 OUT = ROOT / "bench" / "results"
 
@@ -73,6 +82,29 @@ def url(server: localdb.Server) -> str:
     scheme = "postgresql" if server.engine == "postgres" else "mysql"
     cred = server.user + (f":{server.password}" if server.password else "")
     return f"{scheme}://{cred}@{server.host}:{server.port}/{server.database}"
+
+
+def columns(db: Database) -> dict[str, str]:
+    """The bench's projection on ``db``'s server: :data:`COLUMNS`, or :data:`ORACLE_MYSQL_COLUMNS`."""
+    return ORACLE_MYSQL_COLUMNS if db.ensure_flavour().flavour == "mysql" else COLUMNS
+
+
+def select_list(db: Database, alias: str = "") -> str:
+    """``id, <email_normalized>, <data_hash>`` over users_legacy (``alias.`` prefixed), for the
+    baselines' hand-written copies: the same expressions the engine is given."""
+    a = f"{alias}." if alias else ""
+    cols = columns(db)
+    return ", ".join([f"{a}id"] + [re.sub(r"\b(email|legacy_data)\b", rf"{a}\1", cols[k])
+                                   for k in ("email_normalized", "data_hash")])
+
+
+def py_digest(db: Database, data: str) -> str:
+    """The data_hash the seed's Python loop computes, as the server's expression would."""
+    import hashlib
+
+    if db.ensure_flavour().flavour == "mysql":
+        return hashlib.sha256(data.encode()).hexdigest()[:32]
+    return hashlib.md5(data.encode()).hexdigest()
 
 
 def seed(db: Database, rows: int) -> None:
@@ -90,8 +122,17 @@ def seed(db: Database, rows: int) -> None:
         else:
             db.execute(c, "CREATE TABLE users_legacy (id BIGINT PRIMARY KEY, email VARCHAR(255) NOT NULL, legacy_data TEXT,"
                           " updated_at TIMESTAMP(6) DEFAULT CURRENT_TIMESTAMP(6))")
-            db.execute(c, "INSERT INTO users_legacy (id, email, legacy_data) SELECT seq, CONCAT('  User', seq, '@Example.COM '),"
-                          f" REPEAT(MD5(seq), 2) FROM seq_1_to_{int(rows)}")
+            if db.dialect.flavour == "mariadb":
+                db.execute(c, "INSERT INTO users_legacy (id, email, legacy_data) SELECT seq,"
+                              " CONCAT('  User', seq, '@Example.COM '),"
+                              f" REPEAT(MD5(seq), 2) FROM seq_1_to_{int(rows)}")
+            else:  # Oracle MySQL: no sequence engine, no MD5(); a recursive CTE of 10,000 x a cross join
+                db.execute(c, "SET SESSION cte_max_recursion_depth = 10001")
+                db.execute(c, "INSERT INTO users_legacy (id, email, legacy_data)"
+                              " WITH RECURSIVE d(n) AS (SELECT 0 UNION ALL SELECT n + 1 FROM d WHERE n < 9999)"
+                              " SELECT g, CONCAT('  User', g, '@Example.COM '), REPEAT(LEFT(SHA2(g, 256), 32), 2)"
+                              " FROM (SELECT hi.n * 10000 + lo.n + 1 AS g FROM d hi JOIN d lo WHERE hi.n <= %s) s"
+                              " WHERE g <= %s", ((rows - 1) // 10000, rows))
             db.execute(c, "CREATE TABLE users_new (id BIGINT PRIMARY KEY, email_normalized VARCHAR(255), data_hash CHAR(32))")
         c.commit()
         db.query(c, "ANALYZE users_legacy" if db.dialect.name == "postgres" else "ANALYZE TABLE users_legacy")
@@ -116,13 +157,11 @@ def execute(db: Database, sql: str, params: tuple = ()) -> None:
 def monolithic(db: Database, table: str = "users_new") -> None:
     """One ``INSERT ... SELECT`` of every row: the upper bound, never for production."""
     execute(db, f"INSERT INTO {db.dialect.quote(table)} (id, email_normalized, data_hash)"
-                " SELECT id, lower(trim(email)), md5(legacy_data) FROM users_legacy")
+                f" SELECT {select_list(db)} FROM users_legacy")
 
 
 def seed_rowwise(db: Database, rows: int) -> None:
     """The seed's loop: SELECT a 500-key range, INSERT each row, commit."""
-    import hashlib
-
     upsert = ("INSERT INTO users_new (id, email_normalized, data_hash) VALUES (%s, %s, %s) ON CONFLICT (id) DO NOTHING"
               if db.dialect.name == "postgres" else
               "INSERT INTO users_new (id, email_normalized, data_hash) VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE id = id")
@@ -131,7 +170,7 @@ def seed_rowwise(db: Database, rows: int) -> None:
             got = db.query(c, "SELECT id, email, legacy_data FROM users_legacy WHERE id BETWEEN %s AND %s ORDER BY id",
                            (lo, min(lo + 499, rows)))
             for id_, email, data in got:
-                db.execute(c, upsert, (id_, email.strip().lower(), hashlib.md5(data.encode()).hexdigest()))
+                db.execute(c, upsert, (id_, email.strip().lower(), py_digest(db, data)))
             c.commit()
 
 
@@ -147,9 +186,10 @@ class EngineRun:
     stopped: bool = False
 
 
-def engine_config(profile: str, run_id: str, **params: Any) -> RunConfig:
+def engine_config(db: Database, profile: str, run_id: str, **params: Any) -> RunConfig:
+    """The bench's run on ``db`` (its server's :func:`columns`) in ``profile`` with ``params`` over it."""
     p = {"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new", "key": "id",
-         "columns": COLUMNS, "profile": profile, "dual_write": "assumed", **params}
+         "columns": columns(db), "profile": profile, "dual_write": "assumed", **params}
     return RunConfig.from_params(p, run_id=run_id)
 
 

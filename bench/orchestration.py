@@ -22,6 +22,7 @@ import common
 import localdb
 from zdt_backfill.db import Database
 from zdt_backfill.lifecycle import Runner
+from zdt_backfill.routing.flags import TableFlagStore
 
 AIRFLOW_HOME = common.BASE / "airflow"
 
@@ -43,11 +44,12 @@ def _drop_control_tables(db: Database) -> None:
 def dag_wall(pair: localdb.Pair, db: Database) -> dict[str, Any]:
     common.reset_target(db)
     _drop_control_tables(db)
-    cfg = common.engine_config("dev", f"bench-alone-{time.time()}")
+    cfg = common.engine_config(db, "dev", f"bench-alone-{time.time()}")
     t = time.perf_counter()
     # the whole lifecycle in this process, in the DAG's order (partitions one after the other, as
     # `airflow dags test` runs the mapped tasks): the same steps, without Airflow
-    alone_run = Runner(cfg, db, owner="bench").run(common.BASE / "reports")
+    # the routing flag in the database's own zdt_routing_flags (the DAG's default is a Variable)
+    alone_run = Runner(cfg, db, owner="bench", flag_store=TableFlagStore(db)).run(common.BASE / "reports")
     alone = time.perf_counter() - t
     if alone_run.get("error") or not alone_run["ending"]["success"]:
         raise RuntimeError(f"the engine alone did not contract: {alone_run.get('error') or alone_run['ending']}")
@@ -58,7 +60,7 @@ def dag_wall(pair: localdb.Pair, db: Database) -> dict[str, Any]:
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     conf = {"conn_id": "bench", "replica_conn_ids": [], "source_table": "users_legacy", "target_table": "users_new",
-            "key": "id", "columns": common.COLUMNS, "profile": "dev", "dual_write": "assumed", "approval": "auto",
+            "key": "id", "columns": common.columns(db), "profile": "dev", "dual_write": "assumed", "approval": "auto",
             "soak_minutes": 0}
     log = common.BASE / "dag-test.log"
     t = time.perf_counter()
@@ -87,7 +89,7 @@ def peak_rss(pair: localdb.Pair, db: Database, rows: int) -> float:
     _drop_control_tables(db)
     code = ("import resource, sys, time; sys.path.insert(0, %r); import common; "
             "from zdt_backfill.db import Database; db = Database.from_url(%r); "
-            "common.engine_copy(db, common.engine_config('dev', 'bench-rss-%%d' %% time.time())); "
+            "common.engine_copy(db, common.engine_config(db, 'dev', 'bench-rss-%%d' %% time.time())); "
             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)") % (str(common.ROOT / "bench"),
                                                                               common.url(pair.primary))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

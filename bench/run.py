@@ -1,8 +1,10 @@
-"""`make bench`: the engine against the baselines PEERS.md uses, on PostgreSQL and MariaDB.
+"""`make bench`: the engine against the baselines PEERS.md uses, on PostgreSQL, MariaDB and MySQL.
 
 For each engine (a local primary + streaming replica from scripts/localdb.py, under
 .local/bench), seed BENCH_ROWS rows (default 1,000,000) of users_legacy and copy them into
-users_new with ``lower(trim(email))`` and ``md5(legacy_data)``:
+users_new with ``lower(trim(email))`` and ``md5(legacy_data)`` (Oracle MySQL 9.7, which has no
+MD5(): ``left(sha2(legacy_data, 256), 32)``, :data:`common.ORACLE_MYSQL_COLUMNS`). The engines
+are ``postgres``, ``mariadb`` (10.11) and ``mysql`` (Oracle MySQL 9.7), BENCH_ENGINES selects:
 
 - ``monolithic``: one ``INSERT ... SELECT`` (the upper bound; never run this in production);
 - ``keyset_1000``: keyset ``INSERT ... SELECT`` per 1,000-key range, commit each, no locks,
@@ -55,7 +57,7 @@ import oltp  # noqa: E402
 import orchestration  # noqa: E402
 import peers  # noqa: E402
 import stats  # noqa: E402
-from common import COLUMNS, OLTP_RATE, OLTP_SECONDS, SKIP, monolithic, reset_target, seed_rowwise, timed  # noqa: E402
+from common import OLTP_RATE, OLTP_SECONDS, SKIP, monolithic, reset_target, seed_rowwise, timed  # noqa: E402
 
 ROWS = common.ROWS
 LOOP_ROWS = common.LOOP_ROWS
@@ -66,7 +68,7 @@ OUT = Path(os.environ.get("BENCH_OUT") or ROOT / "bench" / "results")  # a small
 def keyset_1000(db: Database) -> None:
     with db.session() as c:
         for lo in range(0, ROWS, 1000):
-            db.execute(c, "INSERT INTO users_new (id, email_normalized, data_hash) SELECT id, lower(trim(email)), md5(legacy_data)"
+            db.execute(c, f"INSERT INTO users_new (id, email_normalized, data_hash) SELECT {common.select_list(db)}"
                           " FROM users_legacy WHERE id > %s AND id <= %s", (lo, lo + 1000))
             c.commit()
 
@@ -76,7 +78,7 @@ def engine_dev(db: Database, batch_times: list[float], **params) -> None:
     unthrottled) with ``params`` over it (``partitions``; ``batch_size`` 1,000 and one partition
     is like for like with keyset_1000), the partitions copied at once, one thread each, as mapped
     tasks run; pre-flight (the quantile plan) is inside the timing. Appends each batch's seconds."""
-    cfg = common.engine_config("dev", f"bench-{time.time()}", max_replica_lag_seconds=0, **params)
+    cfg = common.engine_config(db, "dev", f"bench-{time.time()}", max_replica_lag_seconds=0, **params)
     batch_times.extend(common.engine_copy(db, cfg).batch_seconds)
 
 
@@ -93,9 +95,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
-    url = (f"postgresql://{pair.primary.user}@{pair.primary.host}:{pair.primary.port}/{database}" if name == "postgres"
-           else f"mysql://{pair.primary.user}@{pair.primary.host}:{pair.primary.port}/{database}")
-    db = Database.from_url(url)
+    db = Database.from_url(common.url(pair.primary))
     print(f"[{name}] seeding {ROWS:,} rows", flush=True)
     common.seed(db, ROWS)
     localdb.wait_replica_caught_up(pair, timeout=600)
@@ -131,7 +131,7 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
     for label, times in batches.items():
         res[label].update({**batch_stats(times), "batches_per_round": len(times) // ROUNDS})
     cfg = RunConfig.from_params({"conn_id": "bench", "source_table": "users_legacy", "target_table": "users_new",
-                                 "key": "id", "columns": COLUMNS, "dual_write": "assumed",
+                                 "key": "id", "columns": common.columns(db), "dual_write": "assumed", "profile": "dev",
                                  # the re-check's wait for dual-writes in flight (2 s by default) is a
                                  # deliberate pause, not search time: left out of the timing
                                  "validation_recheck_seconds": 0}, run_id="bench-validate")
@@ -156,7 +156,8 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
                 res["reladiff_seconds_to_find_one_changed_row"] / t1, 2)
         res.update(peers.pt_archiver(db, pair.primary))
         print(f"[{name}] reladiff equal {res.get('reladiff_seconds_equal')}s, one changed row "
-              f"{res.get('reladiff_seconds_to_find_one_changed_row')}s; pt-archiver {res.get('pt_archiver_rows_per_s')} rows/s",
+              f"{res.get('reladiff_seconds_to_find_one_changed_row')}s; pt-archiver {res.get('pt_archiver_rows_per_s')} rows/s"
+              + ("" if res.get("pt_archiver_rows_per_s") else f" ({res.get('pt_archiver_note')})"),
               flush=True)
     if "throttle" not in SKIP:
         res.update(peers.throttle(db))
@@ -228,7 +229,8 @@ def bench_oltp(name: str, pair: localdb.Pair, db: Database) -> dict:
 
     th = threading.Thread(target=sample)
     th.start()
-    cfg = common.engine_config("prod", f"bench-prod-{time.time()}")
+    # the copy only: the bench never reaches the read ramp, so it has no error signal to watch
+    cfg = common.engine_config(db, "prod", f"bench-prod-{time.time()}", allow_unwatched_ramp=True)
     run = common.engine_copy(db, cfg, probes=[ReplicaLagProbe(replica)], deadline=deadline)
     out["oltp_during_backfill"] = load.result()
     done.set()
@@ -249,50 +251,55 @@ def bench_oltp(name: str, pair: localdb.Pair, db: Database) -> dict:
 
 
 def markdown(results: dict) -> str:
+    present = [(n, label) for n, _, label in common.ENGINES if n in results["engines"]]
+    engines = [results["engines"][n] for n, _ in present]
+    head = "| | " + " | ".join(label for _, label in present) + " |"
+    rule = "|---|" + "---|" * len(present)
+
+    def rows(items, get=lambda e, k: e.get(k)) -> list[str]:
+        return [f"| {label} | " + " | ".join(str(get(e, k)) for e in engines) + " |" for k, label in items]
+
     lines = [f"# Benchmark ({results['rows']:,} rows, {results['machine']}, {results.get('when', '')})", "",
              f"Every approach but seed_row_loop: the fastest of {results.get('rounds', 1)} alternating rounds, batch "
              "percentiles over all of them; ratios to the seed's loop and pt-archiver (run once) use the engine's "
-             "slowest round.", "",
-             "| approach | PostgreSQL rows/s | vs monolithic | MariaDB rows/s | vs monolithic |", "|---|---|---|---|---|"]
-    pg, my = results["engines"].get("postgres", {}), results["engines"].get("mysql", {})
+             "slowest round. Each engine's ratios come from its own rounds in this one run.", "",
+             "| approach | " + " | ".join(f"{label} rows/s | vs monolithic" for _, label in present) + " |",
+             "|---|" + "---|---|" * len(present)]
     for k in charts.approaches(results):
         cells = []
-        for e in (pg, my):
+        for e in engines:
             r = e.get(k, {})
             cells += [f"{r.get('rows_per_second', 0):,}", str(r.get("vs_monolithic", "1.0" if k == "monolithic" else ""))]
         lines.append(f"| {k} | " + " | ".join(cells) + " |")
-    lines += ["", "| | PostgreSQL | MariaDB |", "|---|---|---|"]
-    for k, label in (("engine_best", "engine_rows_per_s is"), ("engine_rows_per_s", "engine_rows_per_s"),
-                     ("engine_vs_monolithic", "engine_vs_monolithic"), ("engine_vs_seed_rowwise", "engine vs the seed's loop (x)"),
-                     ("engine_vs_pt_archiver", "engine vs pt-archiver (x)"),
-                     ("batch_seconds_p50", "batch p50 (s), engine_best"), ("batch_seconds_p99", "batch p99 (s), engine_best")):
-        lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
-    for k, label in (("batch_p50_ms", "batch p50 (ms), batch 1000"), ("batch_p99_ms", "batch p99 (ms), batch 1000")):
-        lines.append(f"| {label} | {pg.get('engine_batch_1000', {}).get(k)} | {my.get('engine_batch_1000', {}).get(k)} |")
-    for k, label in (("seconds_equal", "validate, tables equal (s)"), ("seconds_one_changed_row", "validate, one row changed (s)")):
-        lines.append(f"| {label} | {pg.get('validate', {}).get(k)} | {my.get('validate', {}).get(k)} |")
-    lines += ["", f"Application load (issue 6), fixed rate {pg.get('oltp_rate_per_s') or my.get('oltp_rate_per_s')} tx/s"
-              " (point read + update by random id), p99 latency from the scheduled start:", "",
-              "| | PostgreSQL | MariaDB |", "|---|---|---|"]
-    for k, label in (("oltp_p99_ms_baseline", "p99 ms, no backfill"), ("oltp_p99_ms_during_backfill", "p99 ms, prod-profile backfill"),
-                     ("oltp_p99_ms_during_monolithic", "p99 ms, monolithic INSERT ... SELECT"),
-                     ("replica_lag_max_seconds", "replica lag max (s), prod backfill")):
-        lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
-    lines += ["", "Peers, validation and the throttle, same run:", "", "| | PostgreSQL | MariaDB |", "|---|---|---|"]
-    for k, label in (("pt_archiver_rows_per_s", "pt-archiver rows/s (no transform)"),
-                     ("validation_rows_per_s", "engine validation rows/s (equal tables)"),
-                     ("reladiff_rows_per_s", "reladiff rows/s (equal tables)"),
-                     ("validation_seconds_to_find_one_changed_row", "engine: seconds to name one changed row"),
-                     ("reladiff_seconds_to_find_one_changed_row", "reladiff: seconds to name one changed row"),
-                     ("validation_speedup_vs_reladiff_one_changed_row", "engine vs reladiff, naming one changed row (x)"),
-                     ("throttle_target_rows_per_s", "throttle ceiling rows/s"),
-                     ("throttle_achieved_rows_per_s", "throttle achieved rows/s"),
-                     ("throttle_error_pct", "throttle error %"),
-                     ("dag_wall_seconds", "whole DAG, airflow dags test (s)"),
-                     ("engine_alone_seconds", "engine alone: pre-flight + copy + validation (s)"),
-                     ("orchestration_overhead", "orchestration overhead (DAG / engine - 1)"),
-                     ("worker_peak_rss_mb", "worker peak RSS MiB, by rows")):
-        lines.append(f"| {label} | {pg.get(k)} | {my.get(k)} |")
+    lines += ["", head, rule]
+    lines += rows((("engine_best", "engine_rows_per_s is"), ("engine_rows_per_s", "engine_rows_per_s"),
+                   ("engine_vs_monolithic", "engine_vs_monolithic"), ("engine_vs_seed_rowwise", "engine vs the seed's loop (x)"),
+                   ("engine_vs_pt_archiver", "engine vs pt-archiver (x)"),
+                   ("batch_seconds_p50", "batch p50 (s), engine_best"), ("batch_seconds_p99", "batch p99 (s), engine_best")))
+    lines += rows((("batch_p50_ms", "batch p50 (ms), batch 1000"), ("batch_p99_ms", "batch p99 (ms), batch 1000")),
+                  lambda e, k: e.get("engine_batch_1000", {}).get(k))
+    lines += rows((("seconds_equal", "validate, tables equal (s)"), ("seconds_one_changed_row", "validate, one row changed (s)")),
+                  lambda e, k: e.get("validate", {}).get(k))
+    rate = next((e.get("oltp_rate_per_s") for e in engines if e.get("oltp_rate_per_s")), None)
+    lines += ["", f"Application load (issue 6), fixed rate {rate} tx/s"
+              " (point read + update by random id), p99 latency from the scheduled start:", "", head, rule]
+    lines += rows((("oltp_p99_ms_baseline", "p99 ms, no backfill"), ("oltp_p99_ms_during_backfill", "p99 ms, prod-profile backfill"),
+                   ("oltp_p99_ms_during_monolithic", "p99 ms, monolithic INSERT ... SELECT"),
+                   ("replica_lag_max_seconds", "replica lag max (s), prod backfill")))
+    lines += ["", "Peers, validation and the throttle, same run:", "", head, rule]
+    lines += rows((("pt_archiver_rows_per_s", "pt-archiver rows/s (no transform)"),
+                   ("validation_rows_per_s", "engine validation rows/s (equal tables)"),
+                   ("reladiff_rows_per_s", "reladiff rows/s (equal tables)"),
+                   ("validation_seconds_to_find_one_changed_row", "engine: seconds to name one changed row"),
+                   ("reladiff_seconds_to_find_one_changed_row", "reladiff: seconds to name one changed row"),
+                   ("validation_speedup_vs_reladiff_one_changed_row", "engine vs reladiff, naming one changed row (x)"),
+                   ("throttle_target_rows_per_s", "throttle ceiling rows/s"),
+                   ("throttle_achieved_rows_per_s", "throttle achieved rows/s"),
+                   ("throttle_error_pct", "throttle error %"),
+                   ("dag_wall_seconds", "whole DAG, airflow dags test (s)"),
+                   ("engine_alone_seconds", "engine alone: pre-flight + copy + validation (s)"),
+                   ("orchestration_overhead", "orchestration overhead (DAG / engine - 1)"),
+                   ("worker_peak_rss_mb", "worker peak RSS MiB, by rows")))
     return "\n".join(lines) + "\n"
 
 
@@ -303,9 +310,11 @@ def main() -> int:
                "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "rounds": ROUNDS,
                # the machine is shared: its 1-minute load average before and after says how quiet it was
                "load_average_start": round(os.getloadavg()[0], 2)}
-    for name, start in (("postgres", localdb.start_postgres_pair), ("mysql", localdb.start_mariadb_pair)):
+    for name, start, _ in common.ENGINES:
+        if name not in common.BENCH_ENGINES:
+            continue
         try:
-            pair = start(base)
+            pair = getattr(localdb, start)(base)
         except localdb.MissingServerBinaries as exc:
             print(f"[{name}] skipped: {exc}")
             continue

@@ -58,7 +58,7 @@ def run(db: Database, pair: localdb.Pair | None) -> None:
               flush=True)
 
     def engine(partitions: int) -> None:
-        cfg = common.engine_config("dev", f"wal-{time.time()}", partitions=partitions, max_replica_lag_seconds=0)
+        cfg = common.engine_config(db, "dev", f"wal-{time.time()}", partitions=partitions, max_replica_lag_seconds=0)
         common.engine_copy(db, cfg)
 
     print("| approach | s | rows/s | WAL records | full-page images | WAL MiB |\n|---|---|---|---|---|---|")
