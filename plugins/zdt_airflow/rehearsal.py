@@ -31,6 +31,7 @@ from zdt_airflow.hooks import PROJECT_EXTRAS
 from zdt_backfill import report
 from zdt_backfill.config import RunConfig
 from zdt_backfill.db import Database
+from zdt_backfill.fields import rehearsal_defaults
 from zdt_backfill.lifecycle import Runner
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,8 @@ DEFAULT_REGRESSION_PCT = 20.0
 #: How many earlier rehearsals the comparison's median is taken over.
 COMPARE_WITH = 5
 
-STAGING_DEFAULTS: dict[str, Any] = {
-    "conn_id": "backfill_staging",
-    "replica_conn_ids": ["backfill_staging_replica"],
-    "profile": "staging",
-    "approval": "auto",
-    "dual_write": "assumed",
-    "legacy_action": "keep",
-}
+#: The rehearsal's form values: each field's ``rehearsal`` in :data:`zdt_backfill.fields.FIELDS`.
+STAGING_DEFAULTS: dict[str, Any] = rehearsal_defaults()
 
 
 #: The connection extra that marks a connection as staging (one of the hooks' PROJECT_EXTRAS), and its value.

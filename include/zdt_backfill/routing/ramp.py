@@ -23,14 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..fields import default_of
 from ..signals.errorsignal import ErrorSignal, _number
 from .flags import LEGACY, NEW, FlagStore, FlagValue, _check_flag
 
 log = logging.getLogger(__name__)
 
 #: The seed's thresholds: enable at 1 % of traffic, roll back above 0.1 % 5xx.
-DEFAULT_RAMP_PERCENT = 1
-DEFAULT_MAX_ERROR_RATE_PCT = 0.1
+DEFAULT_RAMP_PERCENT = default_of("ramp_percent")
+DEFAULT_MAX_ERROR_RATE_PCT = default_of("max_5xx_rate_pct")
 
 
 # ---------------------------------------------------------------------- the ramp
@@ -80,7 +81,7 @@ def ramp(
     signal: ErrorSignal | None,
     *,
     ramp_percent: int = DEFAULT_RAMP_PERCENT,
-    watch_seconds: float = 600.0,
+    watch_seconds: float = default_of("ramp_watch_minutes") * 60,
     max_error_rate_pct: float = DEFAULT_MAX_ERROR_RATE_PCT,
     poll_seconds: float = 5.0,
     clock: Callable[[], float] = time.monotonic,

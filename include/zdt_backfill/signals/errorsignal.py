@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 from ..db import Database
 from ..errors import ConfigError
 from ..expressions import check_query
+from ..fields import default_of
 from ..redact import mask_url, scrub
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class HttpErrorSignal:
     :raises ConfigError: (constructor) a URL that is not http(s).
     """
 
-    def __init__(self, url: str, json_key: str = "error_rate_pct", timeout_seconds: float = 5.0,
+    def __init__(self, url: str, json_key: str = default_of("error_signal_json_key"), timeout_seconds: float = 5.0,
                  headers: dict[str, str] | None = None) -> None:
         if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
             raise ConfigError(f"error signal URL must be http:// or https://, got {url!r}")

@@ -38,6 +38,7 @@ from pyrate_limiter import Duration, Limiter, Rate, StateBucket, TokenBucket
 
 from ..db import Database
 from ..errors import PermanentError, ThrottleTimeoutError
+from ..fields import default_of
 from .critical import CriticalLoadError, CriticalLoadMode
 from .lag import UNREACHABLE, LagReading, read_all
 from .load import LoadCollector, ThrottleQuery
@@ -173,7 +174,7 @@ class Throttler:
         burst_rows: int,
         probes: list[Any] | None = None,
         max_lag_seconds: float | None = None,
-        max_wait_seconds: float = 600.0,
+        max_wait_seconds: float = default_of("replica_wait_timeout_seconds"),
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         limits: Limits | None = None,
