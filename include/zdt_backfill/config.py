@@ -9,7 +9,7 @@ no loose dicts travel through the engine.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
@@ -59,12 +59,15 @@ class Thresholds:
     max_5xx_rate_pct: float = default_of("max_5xx_rate_pct")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunConfig:
     """A validated backfill run.
 
     Identifiers are validated plain names (quoted later by the dialect); ``columns``
-    maps each target column to a SQL expression over source columns.
+    maps each target column to a SQL expression over source columns. Every attribute but
+    ``thresholds`` (whose own three are), ``max_batch_size`` and ``run_id`` is a field of
+    :data:`~zdt_backfill.fields.FIELDS`, where its default and bounds are declared: there are
+    no defaults here, and only :meth:`from_params` builds one.
     """
 
     conn_id: str
@@ -76,56 +79,56 @@ class RunConfig:
     partitions: int
     max_rows_per_second: float | None
     max_replica_lag_seconds: float | None
-    mode: str = default_of("mode")
-    target_table: str = default_of("target_table")
-    schema: str | None = default_of("schema")
-    replica_conn_ids: tuple[str, ...] = default_of("replica_conn_ids")
-    parity_conn_id: str | None = default_of("parity_conn_id")
-    lock_timeout_seconds: float = default_of("lock_timeout_seconds")
-    statement_timeout_seconds: float = default_of("statement_timeout_seconds")
-    dual_write: str = default_of("dual_write")
-    dual_write_updated_column: str | None = default_of("dual_write_updated_column")
-    dual_write_window_minutes: float = default_of("dual_write_window_minutes")
-    thresholds: Thresholds = field(default_factory=Thresholds)
-    legacy_action: str = default_of("legacy_action")
-    legacy_columns: tuple[str, ...] = default_of("legacy_columns")
-    reclaim_storage: str = default_of("reclaim_storage")
-    routing_flag: str = default_of("routing_flag")
-    replica_wait_timeout_seconds: float = default_of("replica_wait_timeout_seconds")
-    halt_lag_seconds: float = default_of("halt_lag_seconds")
-    halt_lag_after_seconds: float = default_of("halt_lag_after_seconds")
-    approval: str = default_of("approval")
-    approval_timeout_minutes: float = default_of("approval_timeout_minutes")
-    soak_minutes: float = default_of("soak_minutes")
-    flag_store: str = default_of("flag_store")
-    flag_store_url: str | None = default_of("flag_store_url")
-    error_signal_sql: str | None = default_of("error_signal_sql")
-    error_signal_url: str | None = default_of("error_signal_url")
-    error_signal_json_key: str = default_of("error_signal_json_key")
-    ramp_percent: int = default_of("ramp_percent")
-    ramp_watch_minutes: float = default_of("ramp_watch_minutes")
-    target_batch_seconds: float = default_of("target_batch_seconds")
-    min_batch_size: int = default_of("min_batch_size")
-    max_batch_size: int = MAX_BATCH_SIZE
-    max_load: dict[str, float] = field(default_factory=dict)
-    critical_load: dict[str, float] = field(default_factory=dict)
-    throttle_query: str | None = default_of("throttle_query")
-    throttle_query_max: float | None = default_of("throttle_query_max")
-    allow_functions: tuple[str, ...] = default_of("allow_functions")
-    dry_run: bool = default_of("dry_run")
-    validation: str = default_of("validation")
-    allow_unwatched_ramp: bool = default_of("allow_unwatched_ramp")
-    validation_chunk_seconds: float = default_of("validation_chunk_seconds")
-    validation_recheck_seconds: float = default_of("validation_recheck_seconds")
-    validation_confidence: float = default_of("validation_confidence")
-    validation_detect_pct: float = default_of("validation_detect_pct")
-    validation_source: str = default_of("validation_source")
-    cache_redis_url: str | None = default_of("cache_redis_url")
-    cache_key_pattern: str | None = default_of("cache_key_pattern")
-    flag_store_conn_id: str | None = default_of("flag_store_conn_id")
-    error_signal_conn_id: str | None = default_of("error_signal_conn_id")
-    cache_conn_id: str | None = default_of("cache_conn_id")
-    run_id: str = "manual"
+    mode: str
+    target_table: str
+    schema: str | None
+    replica_conn_ids: tuple[str, ...]
+    parity_conn_id: str | None
+    lock_timeout_seconds: float
+    statement_timeout_seconds: float
+    dual_write: str
+    dual_write_updated_column: str | None
+    dual_write_window_minutes: float
+    thresholds: Thresholds
+    legacy_action: str
+    legacy_columns: tuple[str, ...]
+    reclaim_storage: str
+    routing_flag: str
+    replica_wait_timeout_seconds: float
+    halt_lag_seconds: float
+    halt_lag_after_seconds: float
+    approval: str
+    approval_timeout_minutes: float
+    soak_minutes: float
+    flag_store: str
+    flag_store_url: str | None
+    error_signal_sql: str | None
+    error_signal_url: str | None
+    error_signal_json_key: str
+    ramp_percent: int
+    ramp_watch_minutes: float
+    target_batch_seconds: float
+    min_batch_size: int
+    max_batch_size: int
+    max_load: dict[str, float]
+    critical_load: dict[str, float]
+    throttle_query: str | None
+    throttle_query_max: float | None
+    allow_functions: tuple[str, ...]
+    dry_run: bool
+    validation: str
+    allow_unwatched_ramp: bool
+    validation_chunk_seconds: float
+    validation_recheck_seconds: float
+    validation_confidence: float
+    validation_detect_pct: float
+    validation_source: str
+    cache_redis_url: str | None
+    cache_key_pattern: str | None
+    flag_store_conn_id: str | None
+    error_signal_conn_id: str | None
+    cache_conn_id: str | None
+    run_id: str
 
     # ------------------------------------------------------------------ building
     @classmethod

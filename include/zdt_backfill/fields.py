@@ -6,14 +6,14 @@ From this one declaration (:data:`FIELDS`):
 - :meth:`~zdt_backfill.config.RunConfig.from_params` knows which fields exist, reads every
   plain field with its default and bounds (:meth:`Field.read`), and refuses a value out of them
   (``ConfigError`` naming field, value and range); the rules between fields stay there;
-- ``RunConfig``'s dataclass defaults are :func:`default_of` these;
+- ``RunConfig``'s attributes are these fields (it declares no default of its own);
 - the Airflow trigger form (``zdt_airflow.dag_factory.build_params``) is one ``Param`` per
   field built from :meth:`Field.form_schema` and :meth:`Field.form_value`;
 - the staging rehearsal's and the demo's defaults are :func:`rehearsal_defaults` and
   :func:`demo_defaults`;
 - the README's conf reference is :func:`reference_table`, and a test holds the README to it.
 
-A new field is one :class:`Field` here, its dataclass attribute on ``RunConfig``, and, when
+A new field is one :class:`Field` here, its typed attribute on ``RunConfig``, and, when
 other fields constrain it, its rule in ``from_params``. The profiles (the seed's Environment
 Context Matrix) are here too: they are the per-profile defaults.
 """
@@ -515,8 +515,8 @@ FIELDS: dict[str, Field] = {f.name: f for f in FIELD_LIST}
 
 
 def default_of(name: str) -> Any:
-    """The default of field ``name`` on the default profile (for ``RunConfig``'s dataclass
-    defaults; ``from_params`` resolves per-profile defaults on the run's own profile)."""
+    """The default of field ``name`` on the default (prod) profile, for the defaults of the
+    engine's own constructors (``from_params`` resolves per-profile defaults on the run's profile)."""
     return FIELDS[name].resolved_default()
 
 
