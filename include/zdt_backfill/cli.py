@@ -215,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .errors import PreflightError
+    from .keys import resolve_key
     from .lifecycle.preflight import inspect
 
     if not args.url:
@@ -230,6 +231,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     db = database(args.url, "--url", schema=config.schema)
 
     try:
+        db.ensure_flavour()
+        config = resolve_key(config, db)  # the primary key when the conf names none
         with db.session() as conn:  # rolled back and closed on exit: pre-flight's reads only
             plan = inspect(config, db, conn, probes=[])
     except PreflightError as exc:

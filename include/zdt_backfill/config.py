@@ -72,7 +72,7 @@ class RunConfig:
 
     conn_id: str
     source_table: str
-    key: str
+    key: str | None  # None until keys.resolve_key reads the primary key
     columns: dict[str, str]
     profile: Profile
     batch_size: int
@@ -166,7 +166,7 @@ class RunConfig:
         if mode == "copy" and target == source:
             raise ConfigError("in copy mode target_table must differ from source_table")
 
-        key = validate_identifier(p.get("key") or F["key"].default, "key")
+        key = validate_identifier(p["key"], "key") if p.get("key") else None  # None: the primary key (keys.py)
         columns = p.get("columns")
         if not isinstance(columns, Mapping) or not columns:
             raise ConfigError('columns must be a non-empty object {"target_column": "SQL expression"}')
@@ -330,7 +330,7 @@ class RunConfig:
         sizing = (f"batches of up to {self.batch_size:,} rows (from {first:,}, "
                   f"at least {self.min_batch_size:,}, each within {self.target_batch_seconds:g} s)"
                   if self.target_batch_seconds > 0 else f"batches of {self.batch_size:,} rows")
-        return (f"{what} by key {self.key} on connection {self.conn_id} (replicas: {replicas}); columns: {cols}; "
+        return (f"{what} by key {self.key or '(the primary key)'} on connection {self.conn_id} (replicas: {replicas}); columns: {cols}; "
                 f"profile {self.profile.name}: {self.partitions} partition(s), {sizing}, {rate}, {lag}; "
                 f"validation {self.validation} on the {self.validation_source}; dual-write {self.dual_write}, "
                 f"approval {self.approval}, legacy table: {self.legacy_action}")

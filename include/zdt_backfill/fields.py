@@ -343,7 +343,9 @@ FIELD_LIST: tuple[Field, ...] = (
           "The new table written in copy mode; leave empty in fill mode (the source itself).", demo="users_new",
           doc_default="required in copy mode"),
     Field("key", "identifier", _C, "Key column",
-          "Unique integer key (usually the primary key) used for keyset chunking.", default="id", required=True),
+          "The unique, NOT NULL integer column keyset chunks walk; empty = the source table's primary key, read "
+          "from the catalog (pre-flight refuses a table whose primary key is missing or not one column).",
+          doc_default="the primary key"),
     Field("columns", "object", _C, "Target columns",
           '{"target_column": "SQL expression over source columns"}, e.g. {"email_normalized": "lower(trim(email))"}.',
           required=True, schema={"minProperties": 1, "propertyNames": {"pattern": IDENT},

@@ -51,6 +51,11 @@ class Catalog(DialectBase):
         """Params ``(schema_or_null, table, column)``: names of indexes whose first column is ``column``."""
         raise NotImplementedError
 
+    def primary_key_sql(self) -> str:
+        """Params ``(schema_or_null, table)``: the primary key's column names, one row each, in
+        the index's order; no rows when the table has no primary key (or does not exist)."""
+        raise NotImplementedError
+
     #: Whether the upsert of :meth:`~zdt_backfill.dialects.rows.Rows.copy_batch_sql` matches a
     #: conflict on any unique index (MySQL) rather than on the key alone (PostgreSQL).
     upsert_matches_any_unique_index = False
@@ -113,6 +118,16 @@ class PostgresCatalog(Catalog):
             " AND x.indisvalid ORDER BY x.indisprimary DESC, x.indisunique DESC"
         )
 
+    def primary_key_sql(self):
+        return (
+            "SELECT a.attname FROM pg_index x"
+            " JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace"
+            " CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, pos)"
+            " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum"
+            " WHERE n.nspname = coalesce(%s, current_schema()) AND t.relname = %s AND x.indisprimary"
+            " ORDER BY k.pos"
+        )
+
     def unique_key_sql(self):
         """Params ``(schema_or_null, table, column)``: 1 if a unique index is exactly ``(column)``."""
         return (
@@ -158,6 +173,13 @@ class MySQLCatalog(Catalog):
             "SELECT index_name FROM information_schema.statistics"
             " WHERE table_schema = coalesce(%s, database()) AND table_name = %s AND column_name = %s"
             " AND seq_in_index = 1 ORDER BY index_name = 'PRIMARY' DESC, non_unique"
+        )
+
+    def primary_key_sql(self):
+        return (
+            "SELECT column_name FROM information_schema.statistics"
+            " WHERE table_schema = coalesce(%s, database()) AND table_name = %s AND index_name = 'PRIMARY'"
+            " ORDER BY seq_in_index"
         )
 
     def unique_key_sql(self):

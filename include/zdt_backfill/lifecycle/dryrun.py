@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..db import Database
+from ..keys import resolve_key
 from .preflight import explain_plan, inspect
 
 #: How many batch boundaries are listed per partition by default.
@@ -71,7 +72,8 @@ def dry_run(config: RunConfig, db: Database, first_batches: int = FIRST_BATCHES)
     """
     from ..verify.checksum import target_casts
 
-    c, d = config, db.ensure_flavour()
+    d = db.ensure_flavour()
+    c = config = resolve_key(config, db)  # the primary key when the conf names none
     with db.session() as conn:  # rolled back and closed on exit
         plan = inspect(config, db, conn, probes=[])
         types = target_casts(c, db, conn)  # the one typed projection, as the copier builds it

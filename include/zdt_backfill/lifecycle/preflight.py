@@ -49,6 +49,7 @@ from ..copying.chunker import Partition, partition_count, partitions_at, plan_pa
 from ..db import Database
 from ..errors import PreflightError
 from ..expressions import expression_problems, function_names, query_problems
+from ..keys import key_problem
 from ..signals import heartbeat
 from ..signals.lag import LagProbe, max_lag
 from ..state.checkpoint import CheckpointStore
@@ -163,6 +164,9 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
         tgt_cols = src_cols
 
     # The key first: a refusal must name the key's problem, not a consequence of it.
+    if c.key is None:  # the conf left it out and the primary key is not one column (keys.resolve_key)
+        checks.add("key", False, key_problem(db, conn, c.source_table))
+        checks.raise_if_failed()
     key_type, key_nullable = src_cols.get(c.key, ("", False))
     if not checks.add("key", c.key in src_cols, f"key column {c.key!r} {'found' if c.key in src_cols else 'not found'} in source"):
         checks.raise_if_failed()

@@ -31,6 +31,7 @@ from ..copying.copier import PartitionCopier
 from ..db import Database
 from ..dialects import Range
 from ..errors import PermanentError
+from ..keys import resolve_key
 from ..routing.flags import FencedFlagStore, FlagStore
 from ..signals.errorsignal import ErrorSignal, HttpErrorSignal, SqlErrorSignal
 from ..signals.heartbeat import HeartbeatWriter
@@ -94,13 +95,14 @@ class Runner:
         control: Callable[[], dict[str, Any]] | None = None, on_batch: Callable[..., None] | None = None,
         sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.config, self.db, self.owner = config, db, owner
         db.ensure_flavour()  # every step's SQL in this flavour's spelling, from its first statement
+        # the primary key when the conf names no key, read here by every task (keys.resolve_key)
+        self.config, self.db, self.owner = resolve_key(config, db), db, owner
         self.probes = list(probes or [])
         self.replica, self.parity_db, self.flag_store = replica, parity_db, flag_store
         self.extra_control, self.on_batch = control, on_batch
         self.sleep, self.clock = sleep, clock
-        self.handle = RunHandle(db, config, owner)
+        self.handle = RunHandle(db, self.config, owner)
         self.checkpoints = CheckpointStore(db)
         self.cancel = Cancel()
 
