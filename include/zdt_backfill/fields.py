@@ -30,7 +30,7 @@ from .errors import ConfigError
 IDENT = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 MODES = ("copy", "fill")
-DUAL_WRITE_MODES = ("check", "assumed")
+DUAL_WRITE_MODES = ("check", "assumed", "trigger")
 RECLAIM_MODES = ("online", "none")
 APPROVAL_MODES = ("required", "auto")
 LEGACY_ACTIONS = ("keep", "rename", "drop")
@@ -405,8 +405,10 @@ FIELD_LIST: tuple[Field, ...] = (
           "The throttle query's value at or above which batches wait (the seed: CPU < 70).", zero_is_off=True),
     # --- Dual-write
     Field("dual_write", "choice", _D, "Dual-write",
-          "check: recent source changes must already be in the target. assumed: not checked; the report records "
-          "the assumption.", default="check", choices=DUAL_WRITE_MODES, required=True, rehearsal="assumed"),
+          "check: the application writes both schemas; recent source changes must already be in the target. "
+          "assumed: not checked; the report records the assumption. trigger: the application writes the legacy "
+          "schema only; pre-flight installs triggers on it that keep the target in step (copy mode; removed at "
+          "contract and rollback, kept by a halted run).", default="check", choices=DUAL_WRITE_MODES, required=True, rehearsal="assumed"),
     Field("dual_write_updated_column", "identifier", _D, "Last-write timestamp column",
           "Source column holding each row's last write time (for check).", default="updated_at"),
     Field("dual_write_window_minutes", "number", _D, "Check window (min)",

@@ -8,6 +8,7 @@ answers for all of them.
 :mod:`.compare`     validation SQL: chunk checksums, row diffs, the checklist, the dual-write check
 :mod:`.catalog`     columns, key and unique indexes, row estimates, relation kinds
 :mod:`.ddl`         ``TRUNCATE``, the legacy drop/rename, the storage reclaim, sequences
+:mod:`.triggers`    the dual-write ("up") triggers on the legacy table (``dual_write: trigger``)
 :mod:`.schema`      the ``zdt_*`` control tables' DDL
 :mod:`.session`     the driver, session settings (lock waits, timeouts, tags), cancelling a statement
 :mod:`.errors`      transient vs permanent errors, statement timeouts
@@ -46,10 +47,11 @@ from .monitor import Monitor, MySQLMonitor, PostgresMonitor
 from .rows import MySQLRows, PostgresRows, Rows
 from .schema import Schema
 from .session import MySQLSession, PostgresSession, Session
+from .triggers import MySQLTriggers, PostgresTriggers, Triggers
 from .types import ColumnType, MySQLTypes, PostgresTypes, Types
 
 
-class Dialect(Types, Rows, Compare, Catalog, DDL, Schema, Session, Errors, Explain, Monitor, Inventory, DialectBase):
+class Dialect(Types, Rows, Compare, Catalog, DDL, Triggers, Schema, Session, Errors, Explain, Monitor, Inventory, DialectBase):
     """SQL and behaviour of one database engine, every role in one object (the type the engine
     passes around). Concrete engines: :class:`PostgresDialect`, :class:`MySQLDialect`,
     :class:`MariaDBDialect`.
@@ -61,14 +63,15 @@ class Dialect(Types, Rows, Compare, Catalog, DDL, Schema, Session, Errors, Expla
     flavour = "base"
 
 
-class PostgresDialect(PostgresTypes, PostgresRows, PostgresCompare, PostgresCatalog, PostgresDDL, PostgresSession,
+class PostgresDialect(PostgresTypes, PostgresRows, PostgresCompare, PostgresCatalog, PostgresDDL, PostgresTriggers,
+                      PostgresSession,
                       PostgresErrors, PostgresExplain, PostgresMonitor, PostgresInventory, PostgresDialectBase, Dialect):
     """PostgreSQL 12+ (tested on 15)."""
 
     flavour = "postgres"
 
 
-class MySQLDialect(MySQLTypes, MySQLRows, MySQLCompare, MySQLCatalog, MySQLDDL, MySQLSession, MySQLErrors,
+class MySQLDialect(MySQLTypes, MySQLRows, MySQLCompare, MySQLCatalog, MySQLDDL, MySQLTriggers, MySQLSession, MySQLErrors,
                    MySQLExplain, MySQLMonitor, MySQLInventory, MySQLDialectBase, Dialect):
     """The MySQL family: MySQL 8.0+ and, through :class:`MariaDBDialect`, MariaDB 10.6+."""
 

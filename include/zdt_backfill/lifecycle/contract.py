@@ -43,6 +43,7 @@ from ..state.runstate import (
     InvalidTransitionError,
     RunHandle,
 )
+from . import triggers
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,8 @@ def legacy_action(config: RunConfig, db: Database, handle: RunHandle,
     if option != "approve" or not approved_by:
         raise InvalidTransitionError(f"legacy {c.legacy_action} was not approved")
     tag = f"zdt_backfill:{c.run_id}:legacy"
+    # a trigger must never outlive a table it writes into, nor follow the legacy table's rename
+    triggers.remove(c, db, handle, f"legacy {c.legacy_action}")
     for sql in statements:
         handle.destructive(c.legacy_action, sql, f"legacy_action={c.legacy_action}, approved by {approved_by}, soak ended {end}")
     db.run_ddl([(sql, ()) for sql in statements], tag, fence=handle.fencer(handle.fence_states("legacy_action")))
@@ -230,6 +233,8 @@ def advance_sequences(config: RunConfig, db: Database, handle: RunHandle) -> lis
 def finish(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]:
     """Sequences past ``max(key)``, then the run is ``contracted``."""
     sequences = advance_sequences(config, db, handle)
+    # the application writes the new schema only, past the soak: legacy is no longer kept in step
+    triggers.remove(config, db, handle, "contract finish")
     handle.step("finish_contract", "contract complete")
     return {"state": CONTRACTED, "sequences": sequences}
 

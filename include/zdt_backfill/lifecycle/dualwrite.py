@@ -5,7 +5,9 @@ schemas, or rows changed during the backfill would be lost. With
 ``dual_write: "check"`` this module verifies it from the data: every source row
 changed in the last ``dual_write_window_minutes`` (by ``dual_write_updated_column``)
 must already be present in the target with the expected values. With
-``dual_write: "assumed"`` nothing is checked and the report records the assumption.
+``dual_write: "assumed"`` nothing is checked and the report records the assumption. With
+``dual_write: "trigger"`` the run's own triggers (:mod:`.triggers`) write the target, and this
+step checks in the catalog that every one of them is on the source.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..db import Database
 from ..dialects import ColumnType
 from ..errors import PreflightError
 from ..verify.checksum import target_casts
+from .triggers import trigger_base
 
 
 @dataclass
@@ -45,11 +48,21 @@ def confirm_dual_write(config: RunConfig, db: Database) -> DualWriteResult:
 
     :returns: a :class:`DualWriteResult` (rows checked, rows that failed).
     :raises PreflightError: no source row changed within the window (nothing to prove
-        it with), or some recent rows are missing/different in the target.
+        it with), or some recent rows are missing/different in the target; ``trigger``: the
+        run's triggers are not all on the source (read from the catalog).
     """
     c = config
     if c.dual_write == "assumed":
         return DualWriteResult("assumed", detail="dual-write assumed by conf (dual_write=assumed); not verified")
+    if c.dual_write == "trigger":  # read from the catalog, right before the copy relies on them
+        from .triggers import installed
+
+        names = db.dialect.trigger_names(trigger_base(c))
+        present = installed(c, db)
+        if present != sorted(names):
+            raise PreflightError(f"dual-write triggers missing on {c.source_table}: expected {sorted(names)}, found "
+                                 f"{present}; clear pre-flight to install them again")
+        return DualWriteResult("trigger", detail=f"dual-write by the triggers {present} on {c.source_table}")
     window = c.dual_write_window_minutes * 60
     with db.session() as conn:
         types = target_casts(c, db, conn)

@@ -92,6 +92,8 @@ class Plan:
     checks: list[Check] = field(default_factory=list)
     explain: Any = None
     lock: dict[str, Any] = field(default_factory=dict)
+    #: ``dual_write: trigger``: the triggers installed (or adopted), by name
+    triggers: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -313,6 +315,10 @@ def inspect(config: RunConfig, db: Database, conn: Any, probes: list[LagProbe]) 
     else:
         checks.add("explain", True, "source is empty: nothing to copy", fatal=False)
 
+    if c.dual_write == "trigger":  # the up triggers are created after these checks, by this user
+        ok, detail = db.query(conn, d.trigger_privilege_sql(), d.trigger_privilege_params(db.schema, c.source_table))[0]
+        checks.add("trigger_privilege", bool(ok), str(detail), fatal=d.TRIGGER_PRIVILEGE_FATAL)
+
     # Health
     if probes:
         worst, readings = max_lag(probes)
@@ -488,6 +494,11 @@ def run_preflight(
                 "key_index": plan.key_index, "partitions": plan.partitions, "rows_estimate": plan.rows_estimate,
                 "min_key": plan.min_key, "max_key": plan.max_key, "lock": plan.lock,
             })
+            if config.dual_write == "trigger":  # after every check and the lock, before any batch
+                from . import triggers
+
+                done = triggers.install(config, db, handle)
+                plan.triggers = {"triggers": done["triggers"], "adopted": done["adopted"]}
         except BaseException as exc:
             conn.rollback()
             handle.release(HALTED, f"pre-flight failed after taking the lock: {exc}")

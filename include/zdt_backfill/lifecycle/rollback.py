@@ -36,6 +36,7 @@ from ..redact import mask_url, scrub
 from ..signals.lag import LagProbe
 from ..state.checkpoint import CheckpointStore
 from ..state.runstate import ROLLED_BACK, ROLLING_BACK, RunHandle
+from . import triggers
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: lis
     if already_rolled_back(handle):
         return {"skipped": "already rolled back"}
     if c.mode == "copy":
+        triggers.remove(c, db, handle, "rollback")  # first: none may write into the target after it is emptied
         sql = d.truncate_sql(c.target_table, db.schema)
         handle.destructive("truncate", sql, "rollback: empty the copy target", forget_checkpoints=c.run_id)
         db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds,
@@ -184,6 +186,7 @@ def restore_staging(config: RunConfig, db: Database, store: Any) -> dict[str, An
     steps: list[str] = []
     flip_back(config, handle, store)
     steps.append(f"flags {config.routing_flag} and {config.write_flag} -> legacy")
+    steps += triggers.remove(config, db, handle, "staging rehearsal restore")["statements"]
     sql = db.dialect.truncate_sql(config.target_table, db.schema)
     handle.destructive("truncate", sql, "staging rehearsal: restore the pre-rehearsal state (empty target)",
                        forget_checkpoints=config.run_id)

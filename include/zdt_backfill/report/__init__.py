@@ -98,6 +98,7 @@ def from_rows(
         if e.kind == "window":
             windows.setdefault(e.detail["window"], {})[e.detail["edge"]] = e.at.isoformat()
     dual = [e for e in events if e.kind == "dual_write"]
+    trig = [e.detail for e in events if e.kind == "trigger"]
     by_reason: dict[str, float] = {}
     for e in events:
         if e.kind == "throttle":
@@ -153,6 +154,10 @@ def from_rows(
              if e.kind == "attempt_end" and e.detail.get("max_replica_lag_seconds") is not None), default=None),
         "data_error_keys": [k for e in events if e.kind == "data_error" for k in e.detail.get("keys", [])],
         "dual_write": {"detail": dual[-1].reason, **dual[-1].detail} if dual else None,
+        # dual_write trigger: installed, and still installed unless a remove came last (a halted run)
+        "triggers": {"names": trig[-1].get("triggers"), "installed": trig[-1].get("action") == "install",
+                     "remove_with": next((t.get("remove_with") for t in reversed(trig) if t.get("remove_with")), [])}
+        if trig else None,
         "validation": validations[-1] if validations else None,
         "validations": len(validations),
         "repair": last("repair"),
@@ -213,6 +218,12 @@ def to_markdown(r: dict[str, Any]) -> str:
                      f"expired or released) and resumed its {t.get('adopted_partitions')} partition checkpoint(s)")
     if r.get("dual_write"):
         lines.append(f"- dual-write: {r['dual_write'].get('detail')}")
+    if (t := r.get("triggers")) and t.get("installed"):
+        lines.append(f"- dual-write triggers {t.get('names')} are STILL INSTALLED on the source: they keep the target in "
+                     "step for the run that takes over. To remove them by hand: `" + "; ".join(t.get("remove_with") or [])
+                     + "`")
+    elif t:
+        lines.append(f"- dual-write triggers {t.get('names')} removed")
     if v and v.get("mismatched") is not None:
         lines.append(
             f"- validation: {'MATCH' if v.get('mismatched') == 0 else 'MISMATCH'}, {v.get('source_rows')} source rows, "

@@ -1,0 +1,102 @@
+"""``dual_write: trigger``: the database keeps the target in step while the application writes
+only the legacy schema (pt-online-schema-change's and pgroll's triggers, the "up" direction).
+
+Lifecycle of the triggers (each step recorded as a ``trigger`` event with its exact DDL):
+
+- **install**: pre-flight, after every check passed and the run's lock is held, before any
+  batch. A refused pre-flight installs nothing. The DDL runs through
+  :meth:`~zdt_backfill.db.Database.run_ddl`: ``CREATE TRIGGER`` takes a SHARE ROW EXCLUSIVE
+  lock on PostgreSQL and a metadata lock on MySQL, and every writer queues behind a waiting one,
+  so each attempt waits at most ``lock_timeout_seconds`` and is retried. Once it commits, every
+  later write to the legacy table fires it; a transaction that wrote before holds the lock the
+  DDL waits for, so its rows are committed before the copy reads them.
+- **adopt**: the triggers are named after the run's table (:func:`trigger_base`), not its run
+  id: a run that takes over a dead one re-installs the same names (idempotent), never a second set.
+- **keep**: a halted run keeps its triggers, since the target is still being kept in step;
+  the report lists them, and the README says how to remove them by hand.
+- **remove**: contract's legacy action (before the legacy table is renamed or dropped: a
+  trigger must never outlive a table it writes into) and its finish; rollback before it empties
+  the target; the staging rehearsal's restore before it truncates.
+
+Why the copy stays exact with the triggers firing (the README's dual-write section says it at
+length): a batch reads its chunk under a shared row lock, so an application update or delete of
+a row the batch holds waits for the batch's commit and then fires its trigger, which overwrites
+(or deletes) the target row the batch wrote; a row the application changed before the batch read
+it is read in its new version, and the batch's insert-if-absent leaves the trigger's row alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+from ..config import RunConfig
+from ..db import Database
+from ..state.runstate import RunHandle
+from ..verify.checksum import target_casts
+
+log = logging.getLogger(__name__)
+
+
+def trigger_base(config: RunConfig) -> str:
+    """The name the run's triggers derive theirs from: ``zdt_up_<source>_<hash>``, the hash of the
+    schema and both tables (the run's lock), at most 50 characters, a plain identifier."""
+    digest = hashlib.sha1(f"{config.schema or ''}.{config.source_table}>{config.target_table}".encode()).hexdigest()
+    return f"zdt_up_{config.source_table[:30]}_{digest[:8]}"
+
+
+def installed(config: RunConfig, db: Database) -> list[str]:
+    """The run's triggers on the source now, read from the catalog (names; empty when none)."""
+    names = set(db.dialect.trigger_names(trigger_base(config)))
+    with db.session() as conn:
+        rows = db.query(conn, db.dialect.triggers_on_sql(), (db.schema, config.source_table))
+    return sorted(str(r[0]) for r in rows if str(r[0]) in names)
+
+
+def install(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any]:
+    """Install (or adopt) the up triggers on the source, under the run's fence.
+
+    :returns: ``{"triggers": names, "statements": the DDL run}`` (no statements: all adopted).
+    :raises Exception: the last lock-wait timeout after the retries (nothing half-installed on
+        PostgreSQL; on MySQL a retry completes the set), or a permanent error such as a missing
+        ``TRIGGER`` privilege (the run halts; nothing else was written).
+    """
+    c, d, base = config, db.dialect, trigger_base(config)
+    with db.session() as conn:
+        schema = db.resolved_schema(conn)
+        types = target_casts(c, db, conn)  # the copy's typed projection, the same casts
+        existing = [tuple(r) for r in db.query(conn, d.triggers_on_sql(), (db.schema, c.source_table))]
+    statements = d.install_up_sql(c.source_table, c.target_table, c.key, c.columns, schema, types, base, existing)
+    names = d.trigger_names(base)
+    adopted = sorted(set(names) & {str(r[0]) for r in existing})
+    handle.record("trigger", f"installing the dual-write triggers {names} on {c.source_table}"
+                  + (f" (adopting {adopted})" if adopted else ""),
+                  {"action": "install", "triggers": names, "adopted": adopted, "statements": statements,
+                   "remove_with": d.drop_up_sql(c.source_table, schema, base)})
+    if statements:
+        db.run_ddl([(s, ()) for s in statements], f"zdt_backfill:{c.run_id}:triggers",
+                   lock_wait_s=c.lock_timeout_seconds, fence=handle.fencer(), log_fn=log.info)
+    return {"triggers": names, "adopted": adopted, "statements": statements}
+
+
+def remove(config: RunConfig, db: Database, handle: RunHandle, why: str) -> dict[str, Any]:
+    """Remove the run's up triggers (a no-op when none is installed), under the run's fence.
+
+    :param why: the step removing them, for the log and the event.
+    :returns: ``{"removed": names that were present, "statements": the DDL run}``.
+    """
+    c = config
+    if c.dual_write != "trigger":
+        return {"removed": [], "statements": []}
+    present = installed(c, db)
+    if not present:
+        return {"removed": [], "statements": []}
+    with db.session() as conn:
+        schema = db.resolved_schema(conn)
+    statements = db.dialect.drop_up_sql(c.source_table, schema, trigger_base(c))
+    handle.record("trigger", f"{why}: removing the dual-write triggers {present}",
+                  {"action": "remove", "triggers": present, "statements": statements})
+    db.run_ddl([(s, ()) for s in statements], f"zdt_backfill:{c.run_id}:triggers",
+               lock_wait_s=c.lock_timeout_seconds, fence=handle.fencer(), log_fn=log.info)
+    return {"removed": present, "statements": statements}

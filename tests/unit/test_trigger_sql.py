@@ -1,0 +1,31 @@
+"""The dual-write triggers' DDL (dialects/triggers.py), rendered without a database."""
+
+from __future__ import annotations
+
+from zdt_backfill.dialects import MariaDBDialect, MySQLDialect, PostgresDialect
+
+COLS = {"email_normalized": "lower(trim(email))", "pct": "id %% 7"}
+
+
+def test_postgres_installs_one_security_definer_function_and_one_trigger_in_one_transaction():
+    d = PostgresDialect()
+    fn, drop, create = d.install_up_sql("users_legacy", "users_new", "id", COLS, "app", None, "zdt_up_x")
+    assert "SECURITY DEFINER SET search_path = pg_catalog, \"app\", pg_temp" in fn
+    assert 'DELETE FROM "app"."users_new" WHERE "id" = OLD."id"' in fn  # delete, or a key moved
+    assert 'FROM "app"."users_legacy" WHERE "id" = NEW."id" ON CONFLICT ("id") DO UPDATE SET' in fn
+    assert drop == 'DROP TRIGGER IF EXISTS "zdt_up_x" ON "app"."users_legacy"'
+    assert create.startswith('CREATE TRIGGER "zdt_up_x" AFTER INSERT OR UPDATE OR DELETE ON "app"."users_legacy"')
+    assert d.drop_up_sql("users_legacy", "app", "zdt_up_x")[-1] == 'DROP FUNCTION IF EXISTS "app"."zdt_up_x_fn"()'
+
+
+def test_mysql_keeps_an_identical_trigger_and_follows_the_applications_own():
+    for d in (MySQLDialect(), MariaDBDialect()):
+        fresh = d.install_up_sql("users_legacy", "users_new", "id", COLS, "app", None, "zdt_up_x")
+        assert len(fresh) == 6 and all(s.startswith(("DROP TRIGGER IF EXISTS", "CREATE TRIGGER")) for s in fresh)
+        bodies = d.up_bodies("users_legacy", "users_new", "id", COLS, "app", None)
+        existing = [("zdt_up_x_ins", "INSERT", "AFTER", bodies["INSERT"].replace("%%", "%")),
+                    ("audit_upd", "UPDATE", "AFTER", "INSERT INTO audit VALUES (NEW.id)")]
+        again = d.install_up_sql("users_legacy", "users_new", "id", COLS, "app", None, "zdt_up_x", existing)
+        assert not any("zdt_up_x_ins" in s for s in again)  # kept: a drop and re-create would open a gap
+        assert any("zdt_up_x_upd` AFTER UPDATE" in s and "FOLLOWS `audit_upd`" in s for s in again)
+        assert d.trigger_names("zdt_up_x") == ["zdt_up_x_ins", "zdt_up_x_upd", "zdt_up_x_del"]
