@@ -189,9 +189,6 @@ class RunConfig:
         if v["parity_conn_id"] is not None and v["parity_conn_id"] == p.get("conn_id"):
             raise ConfigError("parity_conn_id must name the other environment (staging), not conn_id itself")
 
-        if v["dual_write"] == "trigger" and mode != "copy":
-            raise ConfigError('dual_write "trigger" keeps a copy target in step: it needs mode "copy" '
-                              "(fill mode's BEFORE trigger is not built yet)")
         updated_col = p.get("dual_write_updated_column", F["dual_write_updated_column"].default)
         if v["dual_write"] == "check":
             if not updated_col:

@@ -407,8 +407,9 @@ FIELD_LIST: tuple[Field, ...] = (
     Field("dual_write", "choice", _D, "Dual-write",
           "check: the application writes both schemas; recent source changes must already be in the target. "
           "assumed: not checked; the report records the assumption. trigger: the application writes the legacy "
-          "schema only; pre-flight installs triggers on it that keep the target in step (copy mode; removed at "
-          "contract and rollback, kept by a halted run).", default="check", choices=DUAL_WRITE_MODES, required=True, rehearsal="assumed"),
+          "schema only; pre-flight installs triggers on it that keep the target in step (copy: AFTER triggers "
+          "writing the target; fill: a BEFORE trigger setting the new columns; removed at contract and rollback, "
+          "kept by a halted run).", default="check", choices=DUAL_WRITE_MODES, required=True, rehearsal="assumed"),
     Field("dual_write_updated_column", "identifier", _D, "Last-write timestamp column",
           "Source column holding each row's last write time (for check).", default="updated_at"),
     Field("dual_write_window_minutes", "number", _D, "Check window (min)",

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import projection_diff, seed_users, users_conf
 from zdt_backfill.config import RunConfig
-from zdt_backfill.errors import ConfigError, PreflightError
+from zdt_backfill.errors import PreflightError
 from zdt_backfill.lifecycle import Runner
 from zdt_backfill.lifecycle.triggers import installed, trigger_base
 from zdt_backfill.routing.flags import TableFlagStore
@@ -77,19 +77,14 @@ class LegacyWriter(threading.Thread):
         self.join(30)
 
 
-def trigger_conf(env, **over):
-    return users_conf(env, dual_write="trigger", batch_size=500, partitions=2, **over)
-
-
-def test_the_application_writes_legacy_only_and_the_run_contracts_exact(env, tmp_path):
-    seed_users(env, ROWS)
-    config = RunConfig.from_params(trigger_conf(env), run_id="trigger-contract")
+def run_racing(env, config, tmp_path):
+    """The whole lifecycle (Runner.run) with a LegacyWriter started once pre-flight installed the
+    triggers (at the first partition's copy); returns ``(the run's outcome, the writer)``."""
     writer = LegacyWriter(env, ROWS)
     runner = Runner(config, env.db, owner="test", flag_store=TableFlagStore(env.db))
-    real = runner.copy_partition
-    started = threading.Event()
+    real, started = runner.copy_partition, threading.Event()
 
-    def copy_racing(partition):  # the writer starts once the triggers are in (pre-flight done)
+    def copy_racing(partition):
         if not started.is_set():
             started.set()
             writer.start()
@@ -101,9 +96,22 @@ def test_the_application_writes_legacy_only_and_the_run_contracts_exact(env, tmp
     finally:
         writer.stop()
     assert writer.error is None, writer.error
+    return out, writer
+
+
+def trigger_conf(env, **over):
+    return users_conf(env, dual_write="trigger", batch_size=500, partitions=2, **over)
+
+
+def test_the_application_writes_legacy_only_and_the_run_contracts_exact(env, tmp_path):
+    seed_users(env, ROWS)
+    config = RunConfig.from_params(trigger_conf(env), run_id="trigger-contract")
+    out, writer = run_racing(env, config, tmp_path)
     print("legacy writes while the run copied and validated:", writer.ops)
     assert min(writer.ops[k] for k in ("insert", "update", "move", "delete")) > 5, writer.ops
     assert out["error"] is None and out["path"] == "contract", out.get("error")
+    # the triggers kept it exact: validation named nothing to repair (a repair would hide a gap)
+    assert "repairing" not in [e.state_to for e in RunHandle(env.db, config).events("transition")]
     assert out["report"]["dual_write"]["mode"] == "trigger"
     assert out["report"]["triggers"]["installed"] is False  # removed, and the report says so
     assert projection_diff(env) == 0  # every key, bytes compared, after the writer stopped
@@ -180,10 +188,28 @@ def test_a_confirmation_reads_the_triggers_from_the_catalog(env):
         runner.confirm_dual_write()
 
 
-def test_trigger_mode_needs_a_copy_target():
-    with pytest.raises(ConfigError, match='needs mode "copy"'):
-        RunConfig.from_params({"conn_id": "c", "source_table": "t", "columns": {"x": "y"}, "mode": "fill",
-                               "dual_write": "trigger", "profile": "dev"})
+def test_fill_mode_the_application_writes_legacy_columns_only_and_the_run_contracts_exact(env, tmp_path):
+    """Fill mode's up trigger (BEFORE INSERT OR UPDATE) sets the new column in the row being written."""
+    seed_users(env, ROWS)
+    env.sql("ALTER TABLE users_legacy ADD COLUMN email_normalized varchar(255) NULL")
+    conf = users_conf(env, mode="fill", target_table=None, dual_write="trigger", batch_size=500, partitions=2,
+                      columns={"email_normalized": "lower(trim(email))"})
+    config = RunConfig.from_params(conf, run_id="trigger-fill")
+    out, writer = run_racing(env, config, tmp_path)
+    assert min(writer.ops[k] for k in ("insert", "update", "move", "delete")) > 5, writer.ops
+    assert out["error"] is None and out["path"] == "contract", out.get("error")
+    # the triggers kept it exact: validation named nothing to repair (a repair would hide a gap)
+    assert "repairing" not in [e.state_to for e in RunHandle(env.db, config).events("transition")]
+    if env.engine == "postgres":
+        wrong = ("SELECT count(*) FROM users_legacy WHERE convert_to(email_normalized, 'UTF8')"
+                 " IS DISTINCT FROM convert_to(lower(trim(email)), 'UTF8')")
+    else:
+        wrong = ("SELECT count(*) FROM users_legacy WHERE NOT (CAST(CONVERT(email_normalized USING utf8mb4) AS BINARY)"
+                 " <=> CAST(CONVERT(lower(trim(email)) USING utf8mb4) AS BINARY))")
+    assert env.scalar(wrong) == 0  # every row, bytes compared
+    assert installed(config, env.db) == []
+    env.sql("UPDATE users_legacy SET email = ' After@Contract ' WHERE id = 3")  # the trigger is gone
+    assert env.scalar("SELECT email_normalized FROM users_legacy WHERE id = 3") != "after@contract"
 
 
 def test_trigger_ddl_behind_an_open_transaction_gives_up_within_its_lock_wait_and_retries(env):

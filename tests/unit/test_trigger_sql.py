@@ -29,3 +29,17 @@ def test_mysql_keeps_an_identical_trigger_and_follows_the_applications_own():
         assert not any("zdt_up_x_ins" in s for s in again)  # kept: a drop and re-create would open a gap
         assert any("zdt_up_x_upd` AFTER UPDATE" in s and "FOLLOWS `audit_upd`" in s for s in again)
         assert d.trigger_names("zdt_up_x") == ["zdt_up_x_ins", "zdt_up_x_upd", "zdt_up_x_del"]
+
+
+def test_fill_mode_sets_the_new_columns_in_the_row_being_written_before_it_is_written():
+    pg = PostgresDialect().install_fill_sql("users", {"email_normalized": "lower(trim(email))"}, "app", None,
+                                            "zdt_up_x", ["id", "email", "email_normalized"])
+    assert 'SELECT (lower(trim(email))) INTO NEW."email_normalized" FROM (SELECT NEW.*) AS s;' in pg[0]
+    assert pg[2].startswith('CREATE TRIGGER "zdt_up_x" BEFORE INSERT OR UPDATE ON "app"."users"')
+    my = MySQLDialect().install_fill_sql("users", {"email_normalized": "lower(trim(email))"}, "app", None,
+                                         "zdt_up_x", ["id", "email", "email_normalized"])
+    assert len(my) == 4 and "BEFORE INSERT ON `app`.`users`" in my[1] and "BEFORE UPDATE" in my[3]
+    assert ("SET NEW.`email_normalized` = (SELECT (lower(trim(email))) FROM (SELECT NEW.`id` AS `id`, NEW.`email`"
+            " AS `email`, NEW.`email_normalized` AS `email_normalized`) AS s)") in my[1]
+    assert MySQLDialect().drop_up_sql("users", "app", "zdt_up_x", fill=True) == [
+        "DROP TRIGGER IF EXISTS `app`.`zdt_up_x_ins`", "DROP TRIGGER IF EXISTS `app`.`zdt_up_x_upd`"]

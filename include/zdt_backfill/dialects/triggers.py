@@ -16,6 +16,11 @@ spelling of the column expressions to drift.
   trigger for the same event and timing (``FOLLOWS``); a trigger that already exists with the
   same body is kept (MySQL's DDL commits by itself: dropping and re-creating it would open a gap).
 
+Fill mode (the new columns live in the legacy table itself) gets pgroll's "up" SQL instead: a
+``BEFORE INSERT OR UPDATE`` trigger that sets each new column from its typed expression over the
+row being written (PostgreSQL ``SELECT ... INTO NEW.c FROM (SELECT NEW.*) AS s``; MySQL
+``SET NEW.c = (SELECT ... FROM (SELECT NEW.a AS a, ...) AS s)``), the fill batch's own projection.
+
 The builders are pure; :mod:`zdt_backfill.lifecycle.triggers` runs them with a bounded lock wait.
 """
 
@@ -32,8 +37,9 @@ MYSQL_EVENTS = (("ins", "INSERT"), ("upd", "UPDATE"), ("del", "DELETE"))
 class Triggers(DialectBase):
     """The shared part of the triggers role."""
 
-    def trigger_names(self, base: str) -> list[str]:
-        """The names of the triggers :meth:`install_up_sql` creates from ``base``."""
+    def trigger_names(self, base: str, fill: bool = False) -> list[str]:
+        """The names of the triggers :meth:`install_up_sql` (``fill``: :meth:`install_fill_sql`)
+        creates from ``base``."""
         raise NotImplementedError
 
     def triggers_on_sql(self) -> str:
@@ -54,7 +60,16 @@ class Triggers(DialectBase):
         """
         raise NotImplementedError
 
-    def drop_up_sql(self, source: str, schema: str, base: str) -> list[str]:
+    def install_fill_sql(self, table: str, columns: dict[str, str], schema: str, types: dict[str, Any] | None,
+                         base: str, table_columns: list[str], existing: list[tuple] | None = None) -> list[str]:
+        """Fill mode's up trigger (pgroll's "up" SQL): ``BEFORE INSERT OR UPDATE`` on ``table``, setting
+        each new column to its typed expression over the row being written, idempotent.
+
+        :param table_columns: every column of ``table`` (MySQL names the row's values one by one).
+        """
+        raise NotImplementedError
+
+    def drop_up_sql(self, source: str, schema: str, base: str, fill: bool = False) -> list[str]:
         """The DDL that removes the up triggers (and PostgreSQL's function); idempotent."""
         raise NotImplementedError
 
@@ -83,7 +98,7 @@ class Triggers(DialectBase):
 class PostgresTriggers(Triggers):
     """The Postgres part of the triggers role."""
 
-    def trigger_names(self, base):
+    def trigger_names(self, base, fill=False):
         return [base]
 
     def function_name(self, base: str) -> str:
@@ -120,6 +135,19 @@ class PostgresTriggers(Triggers):
             f" FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
 
+    def install_fill_sql(self, table, columns, schema, types, base, table_columns, existing=None):
+        fn = f"{self.quote(schema)}.{self.quote(self.function_name(base))}"
+        exprs = ", ".join(self.typed_projection(columns, types))  # type: ignore[attr-defined]
+        into = ", ".join(f"NEW.{self.quote(c)}" for c in columns)
+        body = f"BEGIN\n  SELECT {exprs} INTO {into} FROM (SELECT NEW.*) AS s;\n  RETURN NEW;\nEND"
+        return [
+            f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
+            f" SET search_path = pg_catalog, {self.quote(schema)}, pg_temp AS $zdt$\n{body}\n$zdt$",
+            f"DROP TRIGGER IF EXISTS {self.quote(base)} ON {self.table(table, schema)}",
+            f"CREATE TRIGGER {self.quote(base)} BEFORE INSERT OR UPDATE ON {self.table(table, schema)}"
+            f" FOR EACH ROW EXECUTE FUNCTION {fn}()",
+        ]
+
     def trigger_privilege_sql(self):
         return (
             "SELECT has_table_privilege(c.oid, 'TRIGGER') AND has_schema_privilege(n.oid, 'CREATE'),"
@@ -129,7 +157,7 @@ class PostgresTriggers(Triggers):
             " WHERE n.nspname = coalesce(%s, current_schema()) AND c.relname = %s"
         )
 
-    def drop_up_sql(self, source, schema, base):
+    def drop_up_sql(self, source, schema, base, fill=False):
         return [f"DROP TRIGGER IF EXISTS {self.quote(base)} ON {self.table(source, schema)}",
                 f"DROP FUNCTION IF EXISTS {self.quote(schema)}.{self.quote(self.function_name(base))}()"]
 
@@ -137,8 +165,8 @@ class PostgresTriggers(Triggers):
 class MySQLTriggers(Triggers):
     """The MySQL part of the triggers role."""
 
-    def trigger_names(self, base):
-        return [f"{base}_{suffix}" for suffix, _ in MYSQL_EVENTS]
+    def trigger_names(self, base, fill=False):
+        return [f"{base}_{suffix}" for suffix, _ in (MYSQL_EVENTS[:2] if fill else MYSQL_EVENTS)]
 
     def triggers_on_sql(self):
         return (
@@ -161,22 +189,42 @@ class MySQLTriggers(Triggers):
 
     def install_up_sql(self, source, target, key, columns, schema, types, base, existing=None):
         bodies = self.up_bodies(source, target, key, columns, schema, types)
+        return self._install(source, schema, base, "AFTER", bodies, existing, fill=False)
+
+    def fill_bodies(self, columns: dict[str, str], types: dict[str, Any] | None,
+                    table_columns: list[str]) -> dict[str, str]:
+        """Fill mode's body for INSERT and UPDATE: each new column from its typed expression over
+        the row being written, named column by column (``(SELECT NEW.a AS a, ...) AS s``)."""
+        row = ", ".join(f"NEW.{self.quote(c)} AS {self.quote(c)}" for c in table_columns)
+        sets = ", ".join(f"NEW.{self.quote(c)} = (SELECT {e} FROM (SELECT {row}) AS s)"
+                         for c, e in zip(columns, self.typed_projection(columns, types), strict=True))  # type: ignore[attr-defined]
+        return {"INSERT": f"BEGIN SET {sets}; END", "UPDATE": f"BEGIN SET {sets}; END"}
+
+    def install_fill_sql(self, table, columns, schema, types, base, table_columns, existing=None):
+        return self._install(table, schema, base, "BEFORE", self.fill_bodies(columns, types, table_columns),
+                             existing, fill=True)
+
+    def _install(self, source: str, schema: str, base: str, timing: str, bodies: dict[str, str],
+                 existing: list[tuple] | None, fill: bool) -> list[str]:
+        """One trigger per event of ``bodies``, each after the application's own trigger of the same
+        event and timing; one of ours already there with the same body is kept."""
         rows = [(str(r[0]), str(r[1]).upper(), str(r[2]).upper(), str(r[3])) for r in (existing or [])]
+        events = MYSQL_EVENTS[:2] if fill else MYSQL_EVENTS
         out = []
-        for (_suffix, event), name in zip(MYSQL_EVENTS, self.trigger_names(base), strict=True):
+        for (_suffix, event), name in zip(events, self.trigger_names(base, fill), strict=True):
             # the server stores the body with its '%' as written; ours are doubled for the driver
             body = bodies[event]
             if any(n == name and b.strip() == body.replace("%%", "%").strip() for n, _, _, b in rows):
                 continue  # already there, the same: kept (a drop and re-create would open a gap)
-            apps = [n for n, e, t, _ in rows if e == event and t == "AFTER" and not n.startswith(base)]
+            apps = [n for n, e, t, _ in rows if e == event and t == timing and not n.startswith(base)]
             follows = f" FOLLOWS {self.quote(apps[-1])}" if apps else ""
             out += [f"DROP TRIGGER IF EXISTS {self.quote(schema)}.{self.quote(name)}",
-                    f"CREATE TRIGGER {self.quote(schema)}.{self.quote(name)} AFTER {event} ON"
+                    f"CREATE TRIGGER {self.quote(schema)}.{self.quote(name)} {timing} {event} ON"
                     f" {self.table(source, schema)} FOR EACH ROW{follows} {body}"]
         return out
 
-    def drop_up_sql(self, source, schema, base):
-        return [f"DROP TRIGGER IF EXISTS {self.quote(schema)}.{self.quote(n)}" for n in self.trigger_names(base)]
+    def drop_up_sql(self, source, schema, base, fill=False):
+        return [f"DROP TRIGGER IF EXISTS {self.quote(schema)}.{self.quote(n)}" for n in self.trigger_names(base, fill)]
 
     TRIGGER_PRIVILEGE_FATAL = False
 

@@ -20,7 +20,6 @@ from ..db import Database
 from ..dialects import ColumnType
 from ..errors import PreflightError
 from ..verify.checksum import target_casts
-from .triggers import trigger_base
 
 
 @dataclass
@@ -55,12 +54,12 @@ def confirm_dual_write(config: RunConfig, db: Database) -> DualWriteResult:
     if c.dual_write == "assumed":
         return DualWriteResult("assumed", detail="dual-write assumed by conf (dual_write=assumed); not verified")
     if c.dual_write == "trigger":  # read from the catalog, right before the copy relies on them
-        from .triggers import installed
+        from .triggers import installed, trigger_names
 
-        names = db.dialect.trigger_names(trigger_base(c))
+        names = trigger_names(c, db)
         present = installed(c, db)
-        if present != sorted(names):
-            raise PreflightError(f"dual-write triggers missing on {c.source_table}: expected {sorted(names)}, found "
+        if present != names:
+            raise PreflightError(f"dual-write triggers missing on {c.source_table}: expected {names}, found "
                                  f"{present}; clear pre-flight to install them again")
         return DualWriteResult("trigger", detail=f"dual-write by the triggers {present} on {c.source_table}")
     window = c.dual_write_window_minutes * 60

@@ -80,8 +80,9 @@ def empty_target(config: RunConfig, db: Database, handle: RunHandle, probes: lis
     c, d = config, db.dialect
     if already_rolled_back(handle):
         return {"skipped": "already rolled back"}
+    # first: none may write into the target once it is emptied (fill: refill the NULLed columns)
+    triggers.remove(c, db, handle, "rollback")
     if c.mode == "copy":
-        triggers.remove(c, db, handle, "rollback")  # first: none may write into the target after it is emptied
         sql = d.truncate_sql(c.target_table, db.schema)
         handle.destructive("truncate", sql, "rollback: empty the copy target", forget_checkpoints=c.run_id)
         db.run_ddl([(sql, ())], f"zdt_backfill:{c.run_id}:rollback", lock_wait_s=c.lock_timeout_seconds,

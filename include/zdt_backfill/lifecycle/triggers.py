@@ -14,9 +14,15 @@ Lifecycle of the triggers (each step recorded as a ``trigger`` event with its ex
   id: a run that takes over a dead one re-installs the same names (idempotent), never a second set.
 - **keep**: a halted run keeps its triggers, since the target is still being kept in step;
   the report lists them, and the README says how to remove them by hand.
-- **remove**: contract's legacy action (before the legacy table is renamed or dropped: a
-  trigger must never outlive a table it writes into) and its finish; rollback before it empties
-  the target; the staging rehearsal's restore before it truncates.
+- **remove**: contract's legacy action (before the legacy table or columns are renamed or
+  dropped: a trigger must never outlive a table it writes into, nor read a column that is gone)
+  and its finish; rollback before it empties the target (fill mode: before it NULLs the new
+  columns, which the ``BEFORE UPDATE`` trigger would fill again); the staging rehearsal's restore
+  before it truncates.
+
+Copy mode's triggers are ``AFTER`` triggers on the legacy table writing the target; fill mode's
+is pgroll's "up" trigger, ``BEFORE INSERT OR UPDATE``, setting the new columns in the same row
+(:mod:`zdt_backfill.dialects.triggers`).
 
 Why the copy stays exact with the triggers firing (the README's dual-write section says it at
 length): a batch reads its chunk under a shared row lock, so an application update or delete of
@@ -46,9 +52,14 @@ def trigger_base(config: RunConfig) -> str:
     return f"zdt_up_{config.source_table[:30]}_{digest[:8]}"
 
 
+def trigger_names(config: RunConfig, db: Database) -> list[str]:
+    """The names of the run's triggers on this engine, sorted (fill mode's are ``BEFORE`` triggers)."""
+    return sorted(db.dialect.trigger_names(trigger_base(config), config.mode == "fill"))
+
+
 def installed(config: RunConfig, db: Database) -> list[str]:
     """The run's triggers on the source now, read from the catalog (names; empty when none)."""
-    names = set(db.dialect.trigger_names(trigger_base(config)))
+    names = set(trigger_names(config, db))
     with db.session() as conn:
         rows = db.query(conn, db.dialect.triggers_on_sql(), (db.schema, config.source_table))
     return sorted(str(r[0]) for r in rows if str(r[0]) in names)
@@ -62,18 +73,22 @@ def install(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any
         PostgreSQL; on MySQL a retry completes the set), or a permanent error such as a missing
         ``TRIGGER`` privilege (the run halts; nothing else was written).
     """
-    c, d, base = config, db.dialect, trigger_base(config)
+    c, d, base, fill = config, db.dialect, trigger_base(config), config.mode == "fill"
     with db.session() as conn:
         schema = db.resolved_schema(conn)
-        types = target_casts(c, db, conn)  # the copy's typed projection, the same casts
+        types = target_casts(c, db, conn)  # the copy's (the fill's) typed projection, the same casts
         existing = [tuple(r) for r in db.query(conn, d.triggers_on_sql(), (db.schema, c.source_table))]
-    statements = d.install_up_sql(c.source_table, c.target_table, c.key, c.columns, schema, types, base, existing)
-    names = d.trigger_names(base)
+        table_columns = [str(r[0]) for r in db.query(conn, d.columns_sql(), (db.schema, c.source_table))]
+    if fill:
+        statements = d.install_fill_sql(c.source_table, c.columns, schema, types, base, table_columns, existing)
+    else:
+        statements = d.install_up_sql(c.source_table, c.target_table, c.key, c.columns, schema, types, base, existing)
+    names = d.trigger_names(base, fill)
     adopted = sorted(set(names) & {str(r[0]) for r in existing})
     handle.record("trigger", f"installing the dual-write triggers {names} on {c.source_table}"
                   + (f" (adopting {adopted})" if adopted else ""),
                   {"action": "install", "triggers": names, "adopted": adopted, "statements": statements,
-                   "remove_with": d.drop_up_sql(c.source_table, schema, base)})
+                   "remove_with": d.drop_up_sql(c.source_table, schema, base, fill)})
     if statements:
         db.run_ddl([(s, ()) for s in statements], f"zdt_backfill:{c.run_id}:triggers",
                    lock_wait_s=c.lock_timeout_seconds, fence=handle.fencer(), log_fn=log.info)
@@ -94,7 +109,7 @@ def remove(config: RunConfig, db: Database, handle: RunHandle, why: str) -> dict
         return {"removed": [], "statements": []}
     with db.session() as conn:
         schema = db.resolved_schema(conn)
-    statements = db.dialect.drop_up_sql(c.source_table, schema, trigger_base(c))
+    statements = db.dialect.drop_up_sql(c.source_table, schema, trigger_base(c), c.mode == "fill")
     handle.record("trigger", f"{why}: removing the dual-write triggers {present}",
                   {"action": "remove", "triggers": present, "statements": statements})
     db.run_ddl([(s, ()) for s in statements], f"zdt_backfill:{c.run_id}:triggers",
