@@ -15,7 +15,7 @@ Every duration and size is an env var so a small run fits a busy machine:
 | BENCH_THROTTLE_RPS | BENCH_ROWS / BENCH_THROTTLE_SECONDS | its rows/s ceiling |
 | BENCH_PARTITIONS | 1,2 | partition counts tried for the unthrottled engine run |
 | BENCH_ROUNDS | 3 | alternating rounds of the throughput table's copies (run.py) and of wal_cost.py (fastest kept) |
-| BENCH_SKIP | "" | comma list of sections to skip: oltp, throttle, dag, rss, peers |
+| BENCH_SKIP | "" | comma list of sections to skip: oltp, throttle, triggers, dag, rss, peers |
 """
 
 from __future__ import annotations

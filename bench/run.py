@@ -57,6 +57,7 @@ import oltp  # noqa: E402
 import orchestration  # noqa: E402
 import peers  # noqa: E402
 import stats  # noqa: E402
+import trigger_cost  # noqa: E402
 from common import OLTP_RATE, OLTP_SECONDS, SKIP, monolithic, reset_target, seed_rowwise, timed  # noqa: E402
 
 ROWS = common.ROWS
@@ -165,6 +166,12 @@ def bench_engine(name: str, pair: localdb.Pair, database: str) -> dict:
               f"{res['throttle_achieved_rows_per_s']} ({res['throttle_error_pct']:+}%)", flush=True)
     if "oltp" not in SKIP:
         res.update(bench_oltp(name, pair, db))
+    if "triggers" not in SKIP:
+        res.update(trigger_cost.trigger_cost(pair, db))
+        print(f"[{name}] application at {OLTP_RATE:g} tx/s, p50 / p99 ms: no triggers "
+              f"{res['oltp_write_p50_ms_no_triggers']} / {res['oltp_write_p99_ms_no_triggers']}, dual-write triggers "
+              f"{res['oltp_write_p50_ms_triggers']} / {res['oltp_write_p99_ms_triggers']} (not done "
+              f"{res['oltp_not_done_no_triggers']} / {res['oltp_not_done_triggers']})", flush=True)
     if "dag" not in SKIP:
         res.update(orchestration.dag_wall(pair, db))
         print(f"[{name}] DAG wall {res['dag_wall_seconds']}s vs engine alone {res['engine_alone_seconds']}s: "
@@ -285,7 +292,12 @@ def markdown(results: dict) -> str:
               " (point read + update by random id), p99 latency from the scheduled start:", "", head, rule]
     lines += rows((("oltp_p99_ms_baseline", "p99 ms, no backfill"), ("oltp_p99_ms_during_backfill", "p99 ms, prod-profile backfill"),
                    ("oltp_p99_ms_during_monolithic", "p99 ms, monolithic INSERT ... SELECT"),
-                   ("replica_lag_max_seconds", "replica lag max (s), prod backfill")))
+                   ("replica_lag_max_seconds", "replica lag max (s), prod backfill"),
+                   ("oltp_write_p50_ms_no_triggers", "p50 ms, no triggers (target filled)"),
+                   ("oltp_write_p50_ms_triggers", "p50 ms, dual_write: trigger installed"),
+                   ("oltp_write_p99_ms_no_triggers", "p99 ms, no triggers (target filled)"),
+                   ("oltp_write_p99_ms_triggers", "p99 ms, dual_write: trigger installed"),
+                   ("oltp_not_done_triggers", "transactions not done, triggers installed")))
     lines += ["", "Peers, validation and the throttle, same run:", "", head, rule]
     lines += rows((("pt_archiver_rows_per_s", "pt-archiver rows/s (no transform)"),
                    ("validation_rows_per_s", "engine validation rows/s (equal tables)"),
