@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from zdt_backfill.dialects import MariaDBDialect, MySQLDialect, PostgresDialect
 
-COLS = {"email_normalized": "lower(trim(email))", "pct": "id %% 7"}
+COLS = {"email_normalized": "lower(trim(email))", "pct": "id % 7"}  # % doubled for the driver
 
 
 def test_postgres_installs_one_security_definer_function_and_one_trigger_in_one_transaction():
@@ -43,3 +43,19 @@ def test_fill_mode_sets_the_new_columns_in_the_row_being_written_before_it_is_wr
             " AS `email`, NEW.`email_normalized` AS `email_normalized`) AS s)") in my[1]
     assert MySQLDialect().drop_up_sql("users", "app", "zdt_up_x", fill=True) == [
         "DROP TRIGGER IF EXISTS `app`.`zdt_up_x_ins`", "DROP TRIGGER IF EXISTS `app`.`zdt_up_x_upd`"]
+
+
+def test_oracle_mysql_upserts_through_a_row_alias_and_mariadb_through_values():
+    """VALUES(col) in ON DUPLICATE KEY UPDATE is deprecated since MySQL 8.0.20; MariaDB has no row alias."""
+    my, maria = MySQLDialect(), MariaDBDialect()
+    repair = my.repair_upsert_sql("users_legacy", "users_new", "id", COLS, 2)
+    assert repair == (
+        "INSERT INTO `users_new` (`id`, `email_normalized`, `pct`) SELECT * FROM (SELECT `id` AS `id`,"
+        " (lower(trim(email))) AS `email_normalized`, (id %% 7) AS `pct` FROM `users_legacy` WHERE `id` IN (%s, %s)"
+        " FOR SHARE NOWAIT) AS zdt_row ON DUPLICATE KEY UPDATE `email_normalized` = zdt_row.`email_normalized`,"
+        " `pct` = zdt_row.`pct`")
+    flag = my.upsert_values_sql("zdt_routing_flags", ["flag", "value"], ["flag"], ["%s", "%s"])
+    assert flag.endswith("VALUES (%s, %s) AS zdt_row ON DUPLICATE KEY UPDATE `value` = zdt_row.`value`")
+    assert "VALUES(`email_normalized`)" in maria.repair_upsert_sql("users_legacy", "users_new", "id", COLS, 2)
+    assert "VALUES(`value`)" in maria.upsert_values_sql("zdt_routing_flags", ["flag", "value"], ["flag"], ["%s", "%s"])
+    assert "VALUES(" not in " ".join(my.install_up_sql("s", "t", "id", COLS, "app", None, "zdt_up_x"))

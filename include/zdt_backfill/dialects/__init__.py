@@ -85,6 +85,7 @@ class MariaDBDialect(MySQLDialect):
     flavour = "mariadb"
     SERVER_BOUNDS_DML = True  # max_statement_time bounds every statement
     share_lock = "LOCK IN SHARE MODE NOWAIT"  # MariaDB has no FOR SHARE
+    ROW_ALIAS = None  # no row alias: ON DUPLICATE KEY UPDATE c = VALUES(c)
     ROW_DIGEST = "md5({})"  # faster than SHA-256 here; Oracle MySQL 9.7 has no MD5()
     GLOBAL_STATUS_TABLE = "information_schema.global_status"
     REPLICA_WRITABLE_SQL = "SELECT @@GLOBAL.read_only = 0, concat('read_only=', @@GLOBAL.read_only)"

@@ -90,9 +90,8 @@ class Triggers(DialectBase):
                     types: dict[str, Any] | None, new_key: str) -> str:
         """The target row of the source row whose key is ``new_key`` (``NEW.k``), upserted."""
         k = self.quote(key)
-        cols, exprs = self._copy_lists(k, columns, types)  # type: ignore[attr-defined]
-        return (f"INSERT INTO {self.table(target, schema)} ({cols}) SELECT {exprs} FROM {self.table(source, schema)}"
-                f" WHERE {k} = {new_key} {self._overwrite(k, columns)}")  # type: ignore[attr-defined]
+        return self.upsert_select_sql(self.table(target, schema), k, columns, types,  # type: ignore[attr-defined]
+                                      f"FROM {self.table(source, schema)} WHERE {k} = {new_key}")
 
 
 class PostgresTriggers(Triggers):
