@@ -124,13 +124,14 @@ def test_a_corrupting_target_rolls_back_leaving_target_empty_and_legacy_untouche
         env.sql(
             "CREATE FUNCTION corrupt() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
             " IF NEW.id %% 500 = 0 THEN NEW.data_hash := 'corrupt'; END IF; RETURN NEW; END $$;\n"
-            "CREATE TRIGGER corrupt BEFORE INSERT ON users_new FOR EACH ROW EXECUTE FUNCTION corrupt()"
+            "CREATE TRIGGER corrupt BEFORE INSERT OR UPDATE ON users_new FOR EACH ROW EXECUTE FUNCTION corrupt()"
         )
-    else:
-        env.sql(
-            "CREATE TRIGGER corrupt BEFORE INSERT ON users_new FOR EACH ROW BEGIN"
-            " IF NEW.id %% 500 = 0 THEN SET NEW.data_hash = 'corrupt'; END IF; END"
-        )
+    else:  # one trigger per event: the repair's upsert updates the rows the copy inserted
+        for event in ("INSERT", "UPDATE"):
+            env.sql(
+                f"CREATE TRIGGER corrupt_{event.lower()} BEFORE {event} ON users_new FOR EACH ROW BEGIN"
+                " IF NEW.id %% 500 = 0 THEN SET NEW.data_hash = 'corrupt'; END IF; END"
+            )
     before = source_fingerprint(env)
     conf = users_conf(env, replica_conn_ids=[env.replica_conn_id], batch_size=20_000, partitions=2)
     dr, states, report = run_dag(backfill_dag, env, monkeypatch, conf)
