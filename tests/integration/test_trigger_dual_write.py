@@ -107,7 +107,8 @@ def test_the_application_writes_legacy_only_and_the_run_contracts_exact(env, tmp
     seed_users(env, ROWS)
     config = RunConfig.from_params(trigger_conf(env), run_id="trigger-contract")
     out, writer = run_racing(env, config, tmp_path)
-    print("legacy writes while the run copied and validated:", writer.ops)
+    print("legacy writes while the run copied and validated:", writer.ops, "batch yields (lock waits, deadlocks):",
+          out["report"].get("yields"), "batches:", out["report"].get("batches"))
     assert min(writer.ops[k] for k in ("insert", "update", "move", "delete")) > 5, writer.ops
     assert out["error"] is None and out["path"] == "contract", out.get("error")
     # the triggers kept it exact: validation named nothing to repair (a repair would hide a gap)
