@@ -1,7 +1,9 @@
 """The run's key: the column keyset chunks walk, found in the catalog when the conf leaves it out.
 
 A conf without ``key`` means "the source table's primary key" (pgroll's, gh-ost's and Spirit's
-default: they all chunk on the primary key). It is read from the database itself, by each
+default: they all chunk on the primary key). Once a run's pre-flight resolved it, the run's row
+in ``zdt_backfill_runs`` keeps it, and its later tasks read it there (the legacy table may be
+renamed or dropped by then); before that it is read from the database's catalog, by each
 task's :class:`~zdt_backfill.lifecycle.runner.Runner` (and by the dry run and ``zdt-backfill
 plan``) before its first step, so every task of a run reads the same truth and nothing is
 carried between tasks. Pre-flight then checks the key it got like a named one (integer, NOT
@@ -37,9 +39,25 @@ def resolve_key(config: RunConfig, db: Database) -> RunConfig:
     """
     if config.key is not None:
         return config
+    recorded = _recorded_key(config, db)
+    if recorded:
+        return dataclasses.replace(config, key=recorded)
     with db.session() as conn:
         pk = primary_key(db, conn, config.source_table)
     return dataclasses.replace(config, key=pk[0]) if len(pk) == 1 else config
+
+
+def _recorded_key(config: RunConfig, db: Database) -> str | None:
+    """The key this run resolved at its pre-flight, from its run row (``zdt_backfill_runs.config``):
+    after a legacy rename or drop the source's catalog has no primary key left to read, and a run's
+    later tasks must keep the key its copy was made by."""
+    from .state.runstate import RunHandle
+
+    row = RunHandle(db, config, "keys").row()
+    if row is None or row.run_id != config.run_id or not isinstance(row.config, dict):
+        return None
+    key = row.config.get("key")
+    return key if isinstance(key, str) and key else None
 
 
 def key_problem(db: Database, conn: Any, table: str) -> str:

@@ -40,6 +40,19 @@ def test_a_conf_without_key_runs_on_the_primary_key_and_contracts_exact(env, tmp
     assert out["report"]["rows_written"] == 4_000
 
 
+def test_a_later_task_keeps_the_key_its_run_resolved_after_the_legacy_table_is_gone(env, tmp_path):
+    """Each Airflow task builds its own Runner: after a legacy drop the source has no primary key
+    to read, and the run's later tasks (the contract's finish) take the key from its run row."""
+    seed_users(env, 1_000)
+    config = RunConfig.from_params(users_conf(env, key=None, legacy_action="drop"), run_id="pk-dropped")
+    out = Runner(config, env.db, owner="test", flag_store=TableFlagStore(env.db)).run(tmp_path)
+    assert out["error"] is None and out["ending"]["state"] == "contracted", out.get("error")
+    here = "current_schema()" if env.engine == "postgres" else "database()"
+    assert env.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 'users_legacy'"
+                   f" AND table_schema = {here}")[0][0] == 0
+    assert Runner(config, env.db, owner="finish task").config.key == "id"
+
+
 def test_a_named_key_is_kept_and_costs_no_catalog_read(env):
     seed_users(env, 10)
     config = RunConfig.from_params(users_conf(env, key="id"), run_id="named")

@@ -122,6 +122,7 @@ def test_the_application_writes_legacy_only_and_the_run_contracts_exact(env, tmp
     assert env.scalar("SELECT count(*) FROM users_new WHERE email_normalized = 'after@contract'") == 0
     events = RunHandle(env.db, config).events("trigger")
     assert [e.detail["action"] for e in events] == ["install", "remove"]
+    assert events[1].reason.startswith("write flip")  # the new schema is authoritative from the flip on
     assert all("TRIGGER" in s.upper() for s in events[0].detail["statements"])
 
 

@@ -9,9 +9,11 @@ projection therefore serves the copy, the checksum and the trigger: there is no 
 spelling of the column expressions to drift.
 
 - PostgreSQL: one PL/pgSQL function (``SECURITY DEFINER``, so the application's role needs no
-  privilege on the target; ``search_path`` pinned to ``pg_catalog`` first, then the tables'
-  schema) and one trigger, created in one transaction (``DROP TRIGGER IF EXISTS`` + ``CREATE
-  TRIGGER`` commit together: no write slips between them).
+  privilege on the target; ``search_path`` pinned to ``pg_catalog, pg_temp``: every table is
+  qualified, a type outside ``pg_catalog`` is too, and no function the application's role could
+  create in the tables' schema can shadow a built-in inside it) and one trigger, created in one
+  transaction (a re-install's ``DROP TRIGGER`` + ``CREATE TRIGGER`` commit together: no write
+  slips between them; the drop only when the trigger is there, since it takes ACCESS EXCLUSIVE).
 - MySQL / MariaDB: three triggers (a trigger has one event), each after the application's own
   trigger for the same event and timing (``FOLLOWS``); a trigger that already exists with the
   same body is kept (MySQL's DDL commits by itself: dropping and re-creating it would open a gap).
@@ -73,6 +75,18 @@ class Triggers(DialectBase):
         """The DDL that removes the up triggers (and PostgreSQL's function); idempotent."""
         raise NotImplementedError
 
+    def definer_session(self) -> list[str]:
+        """Session settings under which the trigger's names resolve as in its body (PostgreSQL: the
+        function's pinned ``search_path``, so ``format_type`` qualifies a type outside ``pg_catalog``)."""
+        return []
+
+    def check_trigger_sql(self, source: str, target: str, key: str, columns: dict[str, str], schema: str,
+                          types: dict[str, Any] | None, fill: bool) -> str | None:
+        """A statement that resolves every name the trigger body uses without writing (``EXPLAIN``),
+        run under :meth:`definer_session` before the install; ``None`` where the body resolves as
+        the batch does (MySQL: the trigger's schema is the default database)."""
+        return None
+
     #: Whether a missing privilege read by :meth:`trigger_privilege_sql` refuses the run (MySQL's
     #: roles are not in ``information_schema``'s privilege tables: there it is a warning).
     TRIGGER_PRIVILEGE_FATAL = True
@@ -99,6 +113,28 @@ class PostgresTriggers(Triggers):
 
     def trigger_names(self, base, fill=False):
         return [base]
+
+    #: The body's dollar quote: a tag no body can hold (checked).
+    DOLLAR_TAG = "$zdt_trigger_body$"
+
+    def _dollar(self, body: str) -> str:
+        if self.DOLLAR_TAG in body:
+            raise ValueError(f"a column expression holds {self.DOLLAR_TAG}: it cannot go into a trigger body")
+        return f"{self.DOLLAR_TAG}\n{body}\n{self.DOLLAR_TAG}"
+
+    def definer_session(self):
+        return ["SET search_path = pg_catalog, pg_temp"]
+
+    def check_trigger_sql(self, source, target, key, columns, schema, types, fill):
+        if fill:
+            exprs = ", ".join(self.typed_projection(columns, types))  # type: ignore[attr-defined]
+            return f"EXPLAIN SELECT {exprs} FROM {self.table(source, schema)} AS s WHERE false"
+        return "EXPLAIN " + self._upsert_one(source, target, key, columns, schema, types, "NULL")
+
+    def _drop_if_present(self, base: str, source: str, schema: str, existing: list[tuple] | None) -> list[str]:
+        # DROP TRIGGER takes ACCESS EXCLUSIVE (readers queue too) even when the trigger is absent
+        present = any(str(r[0]) == base for r in (existing or []))
+        return [f"DROP TRIGGER IF EXISTS {self.quote(base)} ON {self.table(source, schema)}"] if present else []
 
     def function_name(self, base: str) -> str:
         return f"{base}_fn"
@@ -128,8 +164,8 @@ class PostgresTriggers(Triggers):
         )
         return [
             f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
-            f" SET search_path = pg_catalog, {self.quote(schema)}, pg_temp AS $zdt$\n{body}\n$zdt$",
-            f"DROP TRIGGER IF EXISTS {self.quote(base)} ON {self.table(source, schema)}",
+            f" SET search_path = pg_catalog, pg_temp AS {self._dollar(body)}",
+            *self._drop_if_present(base, source, schema, existing),
             f"CREATE TRIGGER {self.quote(base)} AFTER INSERT OR UPDATE OR DELETE ON {self.table(source, schema)}"
             f" FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
@@ -141,8 +177,8 @@ class PostgresTriggers(Triggers):
         body = f"BEGIN\n  SELECT {exprs} INTO {into} FROM (SELECT NEW.*) AS s;\n  RETURN NEW;\nEND"
         return [
             f"CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER"
-            f" SET search_path = pg_catalog, {self.quote(schema)}, pg_temp AS $zdt$\n{body}\n$zdt$",
-            f"DROP TRIGGER IF EXISTS {self.quote(base)} ON {self.table(table, schema)}",
+            f" SET search_path = pg_catalog, pg_temp AS {self._dollar(body)}",
+            *self._drop_if_present(base, table, schema, existing),
             f"CREATE TRIGGER {self.quote(base)} BEFORE INSERT OR UPDATE ON {self.table(table, schema)}"
             f" FOR EACH ROW EXECUTE FUNCTION {fn}()",
         ]
@@ -210,15 +246,18 @@ class MySQLTriggers(Triggers):
         rows = [(str(r[0]), str(r[1]).upper(), str(r[2]).upper(), str(r[3])) for r in (existing or [])]
         events = MYSQL_EVENTS[:2] if fill else MYSQL_EVENTS
         out = []
-        for (_suffix, event), name in zip(events, self.trigger_names(base, fill), strict=True):
+        # DELETE, then UPDATE, then INSERT (each DDL commits by itself): once an insert is mirrored,
+        # the update and delete that may follow it are mirrored too
+        for (_suffix, event), name in reversed(list(zip(events, self.trigger_names(base, fill), strict=True))):
             # the server stores the body with its '%' as written; ours are doubled for the driver
             body = bodies[event]
             if any(n == name and b.strip() == body.replace("%%", "%").strip() for n, _, _, b in rows):
                 continue  # already there, the same: kept (a drop and re-create would open a gap)
             apps = [n for n, e, t, _ in rows if e == event and t == timing and not n.startswith(base)]
             follows = f" FOLLOWS {self.quote(apps[-1])}" if apps else ""
-            out += [f"DROP TRIGGER IF EXISTS {self.quote(schema)}.{self.quote(name)}",
-                    f"CREATE TRIGGER {self.quote(schema)}.{self.quote(name)} {timing} {event} ON"
+            if any(n == name for n, _, _, _ in rows):
+                out.append(f"DROP TRIGGER IF EXISTS {self.quote(schema)}.{self.quote(name)}")
+            out += [f"CREATE TRIGGER {self.quote(schema)}.{self.quote(name)} {timing} {event} ON"
                     f" {self.table(source, schema)} FOR EACH ROW{follows} {body}"]
         return out
 

@@ -106,6 +106,9 @@ def flip_writes(config: RunConfig, db: Database, handle: RunHandle, store: FlagS
                 lease_seconds=c.soak_minutes * 60 + WAIT_LEASE_MARGIN_SECONDS)
     log.info("write flag %s -> %s (the application writes the new schema only)", c.write_flag, NEW)
     store.set(c.write_flag, NEW, c.run_id)
+    # The new schema is authoritative from here: a late legacy write mirrored by an up trigger
+    # would overwrite the application's newer one (fill mode: recompute its new columns).
+    triggers.remove(c, db, handle, "write flip")
     if soak_until(handle, c.soak_minutes) is None:  # a retried flip keeps the first window's start
         handle.window("active_backfill", "end")
         handle.window("post_backfill", "start")

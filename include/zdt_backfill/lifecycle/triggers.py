@@ -14,7 +14,9 @@ Lifecycle of the triggers (each step recorded as a ``trigger`` event with its ex
   id: a run that takes over a dead one re-installs the same names (idempotent), never a second set.
 - **keep**: a halted run keeps its triggers, since the target is still being kept in step;
   the report lists them, and the README says how to remove them by hand.
-- **remove**: contract's legacy action (before the legacy table or columns are renamed or
+- **remove**: the write flip (the new schema is authoritative from then on: a late legacy write
+  mirrored into it would overwrite a newer one, and fill mode's trigger would recompute the new
+  columns the application now writes); contract's legacy action (before the legacy table or columns are renamed or
   dropped: a trigger must never outlive a table it writes into, nor read a column that is gone)
   and its finish; rollback before it empties the target (fill mode: before it NULLs the new
   columns, which the ``BEFORE UPDATE`` trigger would fill again); the staging rehearsal's restore
@@ -39,6 +41,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..db import Database
+from ..errors import PreflightError
 from ..state.runstate import RunHandle
 from ..verify.checksum import target_casts
 
@@ -46,20 +49,26 @@ log = logging.getLogger(__name__)
 
 
 def trigger_base(config: RunConfig) -> str:
-    """The name the run's triggers derive theirs from: ``zdt_up_<source>_<hash>``, the hash of the
-    schema and both tables (the run's lock), at most 50 characters, a plain identifier."""
-    digest = hashlib.sha1(f"{config.schema or ''}.{config.source_table}>{config.target_table}".encode()).hexdigest()
+    """The name the run's triggers derive theirs from: ``zdt_up_<source>_<hash>``, the hash of both
+    tables, at most 50 characters, a plain identifier. Not of the schema: a trigger lives in its
+    table's schema, and a conf naming it and one leaving it to the connection must find one set."""
+    digest = hashlib.sha1(f"{config.source_table}>{config.target_table}".encode()).hexdigest()
     return f"zdt_up_{config.source_table[:30]}_{digest[:8]}"
 
 
-def trigger_names(config: RunConfig, db: Database) -> list[str]:
-    """The names of the run's triggers on this engine, sorted (fill mode's are ``BEFORE`` triggers)."""
-    return sorted(db.dialect.trigger_names(trigger_base(config), config.mode == "fill"))
+def trigger_names(config: RunConfig, db: Database, fill: bool | None = None) -> list[str]:
+    """The names of the run's triggers on this engine, sorted (fill mode's are ``BEFORE`` triggers);
+    ``fill`` overrides the conf's mode."""
+    return sorted(db.dialect.trigger_names(trigger_base(config), config.mode == "fill" if fill is None else fill))
 
 
-def installed(config: RunConfig, db: Database) -> list[str]:
-    """The run's triggers on the source now, read from the catalog (names; empty when none)."""
+def installed(config: RunConfig, db: Database, any_mode: bool = False) -> list[str]:
+    """The run's triggers on the source now, read from the catalog (names; empty when none).
+
+    :param any_mode: the names of either mode (a run whose conf changed since they were installed)."""
     names = set(trigger_names(config, db))
+    if any_mode:
+        names |= set(trigger_names(config, db, fill=True)) | set(trigger_names(config, db, fill=False))
     with db.session() as conn:
         rows = db.query(conn, db.dialect.triggers_on_sql(), (db.schema, config.source_table))
     return sorted(str(r[0]) for r in rows if str(r[0]) in names)
@@ -69,6 +78,8 @@ def install(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any
     """Install (or adopt) the up triggers on the source, under the run's fence.
 
     :returns: ``{"triggers": names, "statements": the DDL run}`` (no statements: all adopted).
+    :raises PreflightError: the trigger's statement does not resolve where it will run (PostgreSQL:
+        under the function's ``search_path``); nothing was installed (the run halts).
     :raises Exception: the last lock-wait timeout after the retries (nothing half-installed on
         PostgreSQL; on MySQL a retry completes the set), or a permanent error such as a missing
         ``TRIGGER`` privilege (the run halts; nothing else was written).
@@ -76,9 +87,22 @@ def install(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any
     c, d, base, fill = config, db.dialect, trigger_base(config), config.mode == "fill"
     with db.session() as conn:
         schema = db.resolved_schema(conn)
-        types = target_casts(c, db, conn)  # the copy's (the fill's) typed projection, the same casts
         existing = [tuple(r) for r in db.query(conn, d.triggers_on_sql(), (db.schema, c.source_table))]
         table_columns = [str(r[0]) for r in db.query(conn, d.columns_sql(), (db.schema, c.source_table))]
+        types = target_casts(c, db, conn)  # the copy's (the fill's) typed projection, the same casts
+        for sql in d.definer_session():  # the check's names resolved as inside the trigger function
+            db.execute(conn, sql)
+        check = d.check_trigger_sql(c.source_table, c.target_table, c.key, c.columns, schema, types, fill)
+        if check:
+            try:
+                db.query(conn, check)
+            except Exception as exc:
+                conn.rollback()
+                raise PreflightError(
+                    f"the dual-write trigger's statement does not resolve inside a trigger function (search_path "
+                    f"pg_catalog, pg_temp): {exc}. Qualify the function or type with its schema in columns; "
+                    "nothing was installed") from None
+            conn.rollback()
     if fill:
         statements = d.install_fill_sql(c.source_table, c.columns, schema, types, base, table_columns, existing)
     else:
@@ -96,20 +120,22 @@ def install(config: RunConfig, db: Database, handle: RunHandle) -> dict[str, Any
 
 
 def remove(config: RunConfig, db: Database, handle: RunHandle, why: str) -> dict[str, Any]:
-    """Remove the run's up triggers (a no-op when none is installed), under the run's fence.
+    """Remove the table's up triggers (a no-op when none is installed), under the run's fence.
+
+    Read from the catalog whatever this conf's ``dual_write`` and ``mode`` say: a run that took over
+    one installed with another conf must not leave them writing into a table it empties or drops.
 
     :param why: the step removing them, for the log and the event.
     :returns: ``{"removed": names that were present, "statements": the DDL run}``.
     """
     c = config
-    if c.dual_write != "trigger":
-        return {"removed": [], "statements": []}
-    present = installed(c, db)
+    present = installed(c, db, any_mode=True)
     if not present:
         return {"removed": [], "statements": []}
     with db.session() as conn:
         schema = db.resolved_schema(conn)
-    statements = db.dialect.drop_up_sql(c.source_table, schema, trigger_base(c), c.mode == "fill")
+    # copy mode's names cover fill mode's (each DROP ... IF EXISTS)
+    statements = db.dialect.drop_up_sql(c.source_table, schema, trigger_base(c), fill=False)
     handle.record("trigger", f"{why}: removing the dual-write triggers {present}",
                   {"action": "remove", "triggers": present, "statements": statements})
     db.run_ddl([(s, ()) for s in statements], f"zdt_backfill:{c.run_id}:triggers",
