@@ -66,9 +66,7 @@ def installed(config: RunConfig, db: Database, any_mode: bool = False) -> list[s
     """The run's triggers on the source now, read from the catalog (names; empty when none).
 
     :param any_mode: the names of either mode (a run whose conf changed since they were installed)."""
-    names = set(trigger_names(config, db))
-    if any_mode:
-        names |= set(trigger_names(config, db, fill=True)) | set(trigger_names(config, db, fill=False))
+    names = {n for fill in ((True, False) if any_mode else (None,)) for n in trigger_names(config, db, fill)}
     with db.session() as conn:
         rows = db.query(conn, db.dialect.triggers_on_sql(), (db.schema, config.source_table))
     return sorted(str(r[0]) for r in rows if str(r[0]) in names)
